@@ -1,0 +1,1 @@
+"""contimg server: Panel template, routes, scheduler, /metrics and the JSON API."""

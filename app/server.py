@@ -1,0 +1,123 @@
+"""`contimg serve`: the Panel pages, the runner, /metrics and /api on one Tornado server."""
+
+from __future__ import annotations
+
+import errno
+import logging
+import signal
+from dataclasses import dataclass
+from functools import partial
+
+import panel as pn
+from bokeh.server.server import Server
+from tornado.ioloop import IOLoop
+from tornado.web import RedirectHandler
+
+from app.http import HealthHandler, MetricsHandler
+from app.metrics import metrics_registry
+from pipeline.errors import ContimgError
+from pipeline.home import Home
+from pipeline.runner import Runner, RunnerConfig, default_registry
+from pipeline.runner_state import RunnerState
+from pipeline.store import Store
+from views.pages import PAGES, PageSpec
+
+log = logging.getLogger(__name__)
+
+_NAV_CSS = """
+.nav a {display: block; padding: 6px 10px; border-radius: 4px; color: inherit;
+  text-decoration: none;}
+.nav a:hover {background: rgba(0,0,0,0.06);}
+.nav a.current {background: #0072b5; color: white;}
+"""
+
+
+class PortInUse(ContimgError):
+    """The chosen address and port are taken."""
+
+    def __init__(self, address: str, port: int):
+        super().__init__(f"port {port} on {address} is already in use; stop what holds it "
+                         "or pass --port N")
+
+
+@dataclass(frozen=True, kw_only=True)
+class AppContext:
+    """Process-wide objects every browser session shares."""
+
+    home: Home
+    store: Store
+    state: RunnerState
+
+
+def nav_html(current: str) -> str:
+    """Links to every page, the current one marked."""
+    links = "".join(
+        f'<a href="./{p.slug}" data-slug="{p.slug}"'
+        f'{" class=current aria-current=page" if p.slug == current else ""}>{p.title}</a>'
+        for p in PAGES)
+    return f'<nav class="nav">{links}</nav>'
+
+
+def build_page(page: PageSpec, ctx: AppContext) -> pn.template.BaseTemplate:
+    """One browser session's template around the page's view."""
+    template = pn.template.FastListTemplate(
+        title="contimg", header_background="#0072b5", accent_base_color="#0072b5",
+        sidebar_width=230)
+    template.sidebar.append(pn.pane.HTML(nav_html(page.slug), stylesheets=[_NAV_CSS],
+                                         sizing_mode="stretch_width"))
+    template.sidebar.append(pn.pane.Markdown(f"home: `{ctx.home.root}`",
+                                             styles={"font-size": "0.8em"}))
+    template.main.append(page.build(ctx.store, ctx.state))
+    return template
+
+
+def make_server(ctx: AppContext, *, port: int, address: str) -> Server:
+    """The Bokeh/Tornado server with every page and the extra routes, not yet started."""
+    pn.config.design = None  # keep FastListTemplate's own look; nothing from a CDN
+    apps = {p.slug: partial(build_page, p, ctx) for p in PAGES}
+    extra = [
+        (r"/", RedirectHandler, {"url": "/overview"}),
+        (r"/metrics", MetricsHandler, {"registry": metrics_registry(ctx.store, ctx.state)}),
+        (r"/api/health", HealthHandler, {"store": ctx.store, "state": ctx.state}),
+    ]
+    origins = [f"{host}:{port}" for host in {address, "localhost", "127.0.0.1"}]
+    try:
+        return pn.serve(apps, port=port, address=address, show=False, start=False,
+                        title={p.slug: f"contimg · {p.title}" for p in PAGES},
+                        websocket_origin=["*"] if address in ("0.0.0.0", "::") else origins,
+                        extra_patterns=extra, threaded=False)
+    except OSError as exc:
+        if exc.errno == errno.EADDRINUSE:
+            raise PortInUse(address, port) from None
+        raise
+
+
+def serve(home: Home, *, port: int, address: str, config: RunnerConfig,
+          paused: bool = False) -> None:
+    """Open the store, start the runner once, and serve until SIGINT/SIGTERM."""
+    store = Store.open(home)
+    state = RunnerState(paused=paused)
+    runner = Runner(store, home, default_registry(), config=config, state=state)
+    try:
+        server = make_server(AppContext(home=home, store=store, state=state),
+                             port=port, address=address)
+    except BaseException:
+        store.close()
+        raise
+    runner.start()
+    loop = IOLoop.current()
+
+    def shutdown(signum: int, _frame: object) -> None:
+        log.info("signal %d: stopping", signum)
+        loop.add_callback(loop.stop)
+
+    signal.signal(signal.SIGINT, shutdown)
+    signal.signal(signal.SIGTERM, shutdown)
+    server.start()
+    print(f"contimg serving http://{address}:{server.port}/ (home {home.root})", flush=True)
+    try:
+        loop.start()
+    finally:
+        runner.stop(wait=True)
+        server.stop()
+        store.close()

@@ -1,0 +1,330 @@
+"""The job runner: moves observations through the stages on APScheduler's thread pool.
+
+Stage functions are registered by name in a StageRegistry; a stage with no function
+registered simply waits. The runner claims jobs through the store (one transaction per
+transition), renews its claims with a heartbeat, retries failures with exponential
+backoff and quarantines a job after ``max_attempts``. Progress goes to a RunnerState
+that views watch.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import threading
+import time
+import traceback
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+
+from apscheduler.executors.pool import ThreadPoolExecutor
+from apscheduler.schedulers.background import BackgroundScheduler
+
+from pipeline.home import Home
+from pipeline.runner_state import RunnerState
+from pipeline.states import STAGES, StageSpec, stage_spec
+from pipeline.store import Claim, Observation, Store
+
+log = logging.getLogger(__name__)
+
+
+def utcnow() -> datetime:
+    """Now in UTC as a naive datetime, the store's convention."""
+    return datetime.now(UTC).replace(tzinfo=None)
+
+
+@dataclass(frozen=True, kw_only=True)
+class RunnerConfig:
+    """How the runner schedules, retries and recovers."""
+
+    workers: int = 2
+    poll_s: float = 2.0
+    heartbeat_s: float = 10.0
+    stale_after_s: float = 120.0
+    max_attempts: int = 3
+    backoff_base_s: float = 60.0
+    backoff_max_s: float = 3600.0
+
+    def __post_init__(self):
+        if self.workers < 1:
+            raise ValueError(f"runner.workers must be at least 1, got {self.workers}")
+        if self.max_attempts < 1:
+            raise ValueError(f"runner.max_attempts must be at least 1, got {self.max_attempts}")
+        if self.stale_after_s <= self.heartbeat_s:
+            raise ValueError("runner.stale_after_s must exceed runner.heartbeat_s, got "
+                             f"{self.stale_after_s} <= {self.heartbeat_s}")
+
+    def backoff(self, attempts: int) -> float:
+        """Seconds to wait after the ``attempts``-th failure."""
+        return min(self.backoff_base_s * 2 ** (attempts - 1), self.backoff_max_s)
+
+
+@dataclass(frozen=True, kw_only=True)
+class StageContext:
+    """What a stage function gets: the observation, where to write, how to report."""
+
+    observation: Observation
+    home: Home
+    attempt: int
+    progress: Callable[[float], None]
+
+
+@dataclass(frozen=True, kw_only=True)
+class StageResult:
+    """What a stage function returns for the runner to record in the store."""
+
+    ms_path: str | None = None
+
+
+StageFn = Callable[[StageContext], StageResult | None]
+
+
+@dataclass(frozen=True, kw_only=True)
+class TaskContext:
+    """What a periodic task (ingest, nightly re-sort) gets."""
+
+    store: Store
+    home: Home
+    now: datetime
+
+
+TaskFn = Callable[[TaskContext], int | None]
+
+
+@dataclass(frozen=True, kw_only=True)
+class PeriodicTask:
+    """A function the scheduler runs every ``every_s`` seconds in the server process."""
+
+    name: str
+    every_s: float
+    fn: TaskFn
+
+
+@dataclass(kw_only=True)
+class StageRegistry:
+    """Stage functions by stage name, and periodic tasks; later stages register here."""
+
+    stages: dict[str, StageFn] = field(default_factory=dict)
+    tasks: dict[str, PeriodicTask] = field(default_factory=dict)
+
+    def register_stage(self, name: str, fn: StageFn) -> None:
+        """Run ``fn`` for every observation entering stage ``name``."""
+        stage_spec(name)
+        self.stages[name] = fn
+
+    def register_task(self, name: str, fn: TaskFn, *, every_s: float) -> None:
+        """Run ``fn`` every ``every_s`` seconds."""
+        self.tasks[name] = PeriodicTask(name=name, every_s=every_s, fn=fn)
+
+    def specs(self) -> list[StageSpec]:
+        """Specs of the stages that have a function, in pipeline order."""
+        return [s for s in STAGES if s.name in self.stages]
+
+
+def default_registry() -> StageRegistry:
+    """The stages and tasks this version of contimg ships."""
+    return StageRegistry()
+
+
+class Runner:
+    """Claims and runs stage jobs; one per process, started once."""
+
+    def __init__(self, store: Store, home: Home, registry: StageRegistry, *,
+                 config: RunnerConfig | None = None, state: RunnerState | None = None,
+                 clock: Callable[[], datetime] = utcnow, worker_id: str | None = None):
+        self.store = store
+        self.home = home
+        self.registry = registry
+        self.config = config or RunnerConfig()
+        self.state = state or RunnerState()
+        self.clock = clock
+        self.worker_id = worker_id or f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
+        self._lock = threading.Lock()
+        self._running: dict[int, dict] = {}
+        self._scheduler: BackgroundScheduler | None = None
+        self.state.publish(registered_stages=[s.name for s in registry.specs()])
+
+    # ---------------------------------------------------------- lifecycle
+    def start(self) -> None:
+        """Recover stale claims, then start the background scheduler (idempotent)."""
+        if self._scheduler is not None:
+            return
+        self.recover_stale()
+        sched = BackgroundScheduler(
+            executors={"default": ThreadPoolExecutor(2),
+                       "stages": ThreadPoolExecutor(self.config.workers)},
+            job_defaults={"coalesce": True, "max_instances": 1, "misfire_grace_time": None},
+            timezone="UTC")
+        sched.add_job(self.tick, "interval", seconds=self.config.poll_s, id="tick",
+                      next_run_time=datetime.now(UTC))
+        sched.add_job(self._heartbeat, "interval", seconds=self.config.heartbeat_s,
+                      id="heartbeat")
+        for task in self.registry.tasks.values():
+            sched.add_job(self._run_task, "interval", seconds=task.every_s, args=[task],
+                          id=f"task-{task.name}", next_run_time=datetime.now(UTC))
+        sched.start()
+        self._scheduler = sched
+        self.state.publish(scheduler_running=True)
+        log.info("runner %s started: stages %s, %d workers", self.worker_id,
+                 [s.name for s in self.registry.specs()] or "none", self.config.workers)
+
+    def stop(self, *, wait: bool = True) -> None:
+        """Stop the scheduler; with ``wait`` let running stage jobs finish."""
+        if self._scheduler is None:
+            return
+        self._scheduler.shutdown(wait=wait)
+        self._scheduler = None
+        self.state.publish(scheduler_running=False)
+
+    @property
+    def is_running(self) -> bool:
+        """Whether the background scheduler is running."""
+        return self._scheduler is not None and self._scheduler.running
+
+    # ------------------------------------------------------------ the loop
+    def recover_stale(self) -> list[int]:
+        """Send claims whose heartbeat stopped back to the queue."""
+        now = self.clock()
+        stale_before = now - timedelta(seconds=self.config.stale_after_s)
+        requeued = self.store.requeue_stale(STAGES, stale_before=stale_before, now=now)
+        if requeued:
+            log.warning("requeued %d stale job(s): %s", len(requeued), requeued)
+        return requeued
+
+    def tick(self) -> int:
+        """Enqueue, claim what there is room for, hand it to the pool; return jobs started."""
+        try:
+            if self.state.paused or self._scheduler is None:
+                return 0
+            self.recover_stale()
+            started = 0
+            for claim in self.claim_ready(self.config.workers - len(self._running)):
+                self._scheduler.add_job(self.run_claim, args=[claim], executor="stages",
+                                        id=f"job-{claim.job_id}")
+                started += 1
+            return started
+        finally:
+            self.refresh_state()
+
+    def claim_ready(self, slots: int) -> list[Claim]:
+        """Enqueue new jobs and claim up to ``slots`` of the ready ones, earliest stage first."""
+        claims: list[Claim] = []
+        now = self.clock()
+        for spec in reversed(self.registry.specs()):
+            # Later stages first: finishing an observation beats starting a new one.
+            self.store.enqueue(spec, now=now)
+            for job_id in self.store.ready_jobs(spec.name, now=now, limit=slots - len(claims)):
+                claim = self.store.claim(job_id, spec, worker=self.worker_id, now=now)
+                if claim is not None:
+                    claims.append(claim)
+                    self._track(claim)
+            if len(claims) >= slots:
+                break
+        return claims
+
+    def run_claim(self, claim: Claim) -> str:
+        """Run one claimed job to its end; returns 'done', 'retry', 'quarantined' or 'lost'."""
+        spec = stage_spec(claim.stage)
+        fn = self.registry.stages[claim.stage]
+        obs = self.store.observation(claim.observation_id)
+        ctx = StageContext(observation=obs, home=self.home, attempt=claim.attempts,
+                           progress=lambda f: self._progress(claim, f))
+        t0 = time.perf_counter()
+        try:
+            result = fn(ctx) or StageResult()
+        except Exception as exc:  # a stage failure must never take the runner down
+            outcome = self._failed(claim, spec, exc)
+        else:
+            ok = self.store.finish(claim, spec, now=self.clock(), ms_path=result.ms_path)
+            outcome = "done" if ok else "lost"
+            log.info("%s %s: %s in %.1f s", claim.stage, claim.observation_id, outcome,
+                     time.perf_counter() - t0)
+        finally:
+            self._untrack(claim)
+        self.refresh_state()
+        return outcome
+
+    def run_once(self, *, max_rounds: int = 10_000) -> dict[str, int]:
+        """Process everything ready now in this thread, then return outcome counts.
+
+        Tasks run first (ingest finds new files); jobs waiting for a backoff are left.
+        """
+        self.recover_stale()
+        for task in self.registry.tasks.values():
+            self._run_task(task)
+        outcomes: dict[str, int] = {}
+        for _ in range(max_rounds):
+            claims = self.claim_ready(self.config.workers)
+            if not claims:
+                break
+            for claim in claims:
+                outcome = self.run_claim(claim)
+                outcomes[outcome] = outcomes.get(outcome, 0) + 1
+        self.refresh_state()
+        return outcomes
+
+    # -------------------------------------------------------------- helpers
+    def _failed(self, claim: Claim, spec: StageSpec, exc: Exception) -> str:
+        now = self.clock()
+        message = f"{type(exc).__name__}: {exc}"
+        quarantine = claim.attempts >= self.config.max_attempts
+        retry_at = None if quarantine else now + timedelta(
+            seconds=self.config.backoff(claim.attempts))
+        outcome = self.store.fail(claim, spec, error=message, now=now, retry_at=retry_at)
+        log.warning("%s %s attempt %d failed: %s%s", claim.stage, claim.observation_id,
+                    claim.attempts, message, " (quarantined)" if quarantine else "")
+        log.debug("%s", traceback.format_exc())
+        if outcome == "quarantined":
+            self.store.add_alert(
+                severity="warning", kind="quarantined", subject=claim.observation_id, now=now,
+                message=f"{claim.stage} failed {claim.attempts} times: {message}")
+        self.state.publish(last_error=f"{claim.observation_id} {claim.stage}: {message}")
+        return outcome or "lost"
+
+    def _run_task(self, task: PeriodicTask) -> None:
+        try:
+            task.fn(TaskContext(store=self.store, home=self.home, now=self.clock()))
+        except Exception as exc:  # a task failure is reported, the next run tries again
+            log.exception("task %s failed", task.name)
+            self.state.publish(last_error=f"task {task.name}: {type(exc).__name__}: {exc}")
+        self.refresh_state()
+
+    def _heartbeat(self) -> None:
+        with self._lock:
+            ids = list(self._running)
+        self.store.heartbeat(ids, worker=self.worker_id, now=self.clock())
+
+    def _track(self, claim: Claim) -> None:
+        with self._lock:
+            self._running[claim.job_id] = {
+                "job_id": claim.job_id, "observation_id": claim.observation_id,
+                "stage": claim.stage, "attempt": claim.attempts, "progress": 0.0,
+                "started_utc": self.clock()}
+            running = [dict(r) for r in self._running.values()]
+        self.state.publish(running=running)
+
+    def _untrack(self, claim: Claim) -> None:
+        with self._lock:
+            self._running.pop(claim.job_id, None)
+            running = [dict(r) for r in self._running.values()]
+        self.state.publish(running=running)
+
+    def _progress(self, claim: Claim, fraction: float) -> None:
+        with self._lock:
+            entry = self._running.get(claim.job_id)
+            if entry is None or fraction - entry["progress"] < 0.01 and fraction < 1:
+                return  # unchanged to a percent: spare the store and the browsers
+            entry["progress"] = min(max(fraction, 0.0), 1.0)
+            running = [dict(r) for r in self._running.values()]
+        self.store.set_progress(claim, fraction)
+        self.state.publish(running=running)
+
+    def refresh_state(self) -> None:
+        """Publish counts and queue depths read from the store."""
+        self.state.publish(counts=self.store.counts_by_state(),
+                           queue_depth=self.store.queue_depth(STAGES),
+                           jobs=self.store.jobs_by_state(),
+                           scheduler_running=self.is_running)

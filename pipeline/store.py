@@ -1,0 +1,519 @@
+"""The DuckDB store: one file per home, versioned migrations, typed query methods.
+
+One connection per process and a cursor per thread (DuckDB cursors are independent
+connections to the same database instance). Every state change is one transaction whose
+``UPDATE ... WHERE state = ?`` checks the expected current state, so a second claimer
+loses cleanly: either its UPDATE matches no row or DuckDB reports a write conflict.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import threading
+import time
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import datetime
+from typing import TypeVar
+from pathlib import Path
+
+import duckdb
+import pandas as pd
+
+from pipeline.errors import SchemaTooNew, StoreCorrupt, StoreLocked, UnknownObservation
+from pipeline.home import Home
+from pipeline.states import JOB_STATES, STATES, StageSpec, stage_spec
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+MIGRATIONS_DIR = Path(__file__).resolve().parents[1] / "data" / "migrations"
+_MIGRATION_NAME = re.compile(r"^(\d{4})_[a-z0-9_]+\.sql$")
+
+
+@dataclass(frozen=True, kw_only=True)
+class Migration:
+    """One numbered SQL file under data/migrations."""
+
+    version: int
+    path: Path
+
+
+def find_migrations(directory: Path = MIGRATIONS_DIR) -> list[Migration]:
+    """Migrations in ``directory`` sorted by version; gaps or duplicates are errors."""
+    found = []
+    for path in sorted(directory.glob("*.sql")):
+        match = _MIGRATION_NAME.match(path.name)
+        if not match:
+            raise ValueError(f"{path}: migration names look like 0001_what_it_does.sql")
+        found.append(Migration(version=int(match.group(1)), path=path))
+    versions = [m.version for m in found]
+    if versions != list(range(1, len(found) + 1)):
+        raise ValueError(f"{directory}: migrations must be numbered 1..N without gaps, got {versions}")
+    return found
+
+
+@dataclass(frozen=True, kw_only=True)
+class Observation:
+    """One 5-minute chunk as the store holds it."""
+
+    id: str
+    start_utc: datetime
+    mid_mjd: float
+    dec_deg: float
+    n_subbands: int
+    partial: bool
+    state: str
+    attempts: int
+    next_try_utc: datetime | None
+    error: str | None
+    quarantined: bool
+    ms_path: str | None
+
+
+@dataclass(frozen=True, kw_only=True)
+class Claim:
+    """A job this worker holds: it alone may finish or fail it."""
+
+    job_id: int
+    observation_id: str
+    stage: str
+    attempts: int
+    worker: str
+
+
+@dataclass(frozen=True, kw_only=True)
+class Histogram:
+    """Cumulative bucket counts as Prometheus wants them (last bound is +Inf)."""
+
+    bounds: tuple[float, ...]
+    cumulative: tuple[int, ...]
+    total: float
+    count: int
+
+
+_OBS_COLUMNS = ("id, start_utc, mid_mjd, dec_deg, n_subbands, partial, state, attempts, "
+                "next_try_utc, error, quarantined, ms_path")
+
+
+class Store:
+    """Owns the home's DuckDB file; every query the pipeline and views need is a method."""
+
+    def __init__(self, conn: duckdb.DuckDBPyConnection, path: Path, schema_version: int):
+        self._conn = conn
+        self.path = path
+        self.schema_version = schema_version
+        self._local = threading.local()
+        self._cursors: list[duckdb.DuckDBPyConnection] = []
+        self._cursors_lock = threading.Lock()
+
+    # ---------------------------------------------------------------- opening
+    @classmethod
+    def open(cls, home: Home | str | Path, *, migrations_dir: Path = MIGRATIONS_DIR) -> Store:
+        """Open (creating if needed) the home's store and apply pending migrations.
+
+        Raises StoreCorrupt, StoreLocked or SchemaTooNew with one-line messages; in none
+        of those cases is the file modified.
+        """
+        home = home if isinstance(home, Home) else Home.resolve(home)
+        home.ensure()
+        path = home.db
+        migrations = find_migrations(migrations_dir)
+        conn = _connect(path)
+        try:
+            version = _migrate(conn, path, migrations)
+        except BaseException:
+            conn.close()
+            raise
+        return cls(conn, path, version)
+
+    def close(self) -> None:
+        """Close every cursor and the connection."""
+        with self._cursors_lock:
+            for cur in self._cursors:
+                cur.close()
+            self._cursors.clear()
+        self._conn.close()
+
+    def __enter__(self) -> Store:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    @property
+    def _cur(self) -> duckdb.DuckDBPyConnection:
+        cur = getattr(self._local, "cur", None)
+        if cur is None:
+            cur = self._conn.cursor()
+            self._local.cur = cur
+            with self._cursors_lock:
+                self._cursors.append(cur)
+        return cur
+
+    @contextmanager
+    def _transaction(self) -> Iterator[duckdb.DuckDBPyConnection]:
+        cur = self._cur
+        cur.begin()
+        try:
+            yield cur
+        except BaseException:
+            cur.rollback()
+            raise
+        cur.commit()
+
+    def _quietly(self, sql: str, params: Sequence) -> None:
+        """Run an advisory write; a concurrent write to the same row wins over it."""
+        try:
+            self._cur.execute(sql, list(params))
+        except duckdb.TransactionException:
+            log.debug("advisory write skipped on conflict: %s", sql)
+
+    def _df(self, sql: str, params: Sequence = ()) -> pd.DataFrame:
+        return self._cur.execute(sql, list(params)).df()
+
+    # ---------------------------------------------------------- observations
+    def add_observation(self, *, obs_id: str, start_utc: datetime, mid_mjd: float,
+                        dec_deg: float, n_subbands: int, now: datetime, partial: bool = False,
+                        state: str = "pending", error: str | None = None,
+                        ms_path: str | None = None) -> bool:
+        """Register an observation; False if one with that id is already there."""
+        if state not in STATES:
+            raise ValueError(f"observation {obs_id}: unknown state {state!r}")
+        rows = self._cur.execute(
+            "INSERT INTO observations (id, start_utc, mid_mjd, dec_deg, n_subbands, partial, "
+            "state, error, ms_path, created_utc, updated_utc) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING RETURNING id",
+            [obs_id, start_utc, mid_mjd, dec_deg, n_subbands, partial, state, error, ms_path,
+             now, now],
+        ).fetchall()
+        return bool(rows)
+
+    def observation(self, obs_id: str) -> Observation:
+        """One observation; UnknownObservation if absent."""
+        row = self._cur.execute(
+            f"SELECT {_OBS_COLUMNS} FROM observations WHERE id = ?", [obs_id]).fetchone()
+        if row is None:
+            raise UnknownObservation(obs_id)
+        return Observation(**dict(zip(_OBS_COLUMNS.split(", "), row, strict=True)))
+
+    def observations(self, *, state: str | None = None, limit: int = 1000) -> pd.DataFrame:
+        """Observations, newest first, optionally in one state."""
+        where, params = ("WHERE state = ?", [state]) if state else ("", [])
+        return self._df(f"SELECT {_OBS_COLUMNS} FROM observations {where} "
+                        "ORDER BY start_utc DESC LIMIT ?", [*params, limit])
+
+    def counts_by_state(self) -> dict[str, int]:
+        """Observations per state, every state present (zero where none)."""
+        counts = dict.fromkeys(STATES, 0)
+        for state, n in self._cur.execute(
+                "SELECT state, count(*) FROM observations GROUP BY state").fetchall():
+            counts[state] = n
+        return counts
+
+    def retry_observation(self, obs_id: str, *, now: datetime) -> bool:
+        """Send a failed observation back to the stage it failed in; False if not failed."""
+        with self._transaction() as cur:
+            row = cur.execute(
+                "SELECT j.id, j.stage FROM jobs j JOIN observations o ON o.id = j.observation_id "
+                "WHERE o.id = ? AND o.state = 'failed' AND j.state = 'quarantined'",
+                [obs_id]).fetchone()
+            if row is None:
+                return False
+            job_id, stage = row
+            spec = stage_spec(stage)
+            cur.execute("UPDATE jobs SET state = 'queued', attempts = 0, next_try_utc = NULL, "
+                        "error = NULL, claimed_by = NULL WHERE id = ?", [job_id])
+            cur.execute("UPDATE observations SET state = ?, attempts = 0, next_try_utc = NULL, "
+                        "quarantined = false, updated_utc = ? WHERE id = ? AND state = 'failed'",
+                        [spec.from_state, now, obs_id])
+        return True
+
+    # ------------------------------------------------------------------ jobs
+    def enqueue(self, spec: StageSpec, *, now: datetime) -> int:
+        """Create a queued job for every observation waiting in ``spec.from_state``."""
+        rows = self._cur.execute(
+            "INSERT INTO jobs (observation_id, stage, created_utc) "
+            "SELECT o.id, ?, ? FROM observations o WHERE o.state = ? AND NOT EXISTS "
+            "(SELECT 1 FROM jobs j WHERE j.observation_id = o.id AND j.stage = ?) "
+            "ORDER BY o.start_utc RETURNING id",
+            [spec.name, now, spec.from_state, spec.name]).fetchall()
+        return len(rows)
+
+    def ready_jobs(self, stage: str, *, now: datetime, limit: int) -> list[int]:
+        """Ids of jobs of ``stage`` that may be claimed now, oldest observation first."""
+        rows = self._cur.execute(
+            "SELECT j.id FROM jobs j JOIN observations o ON o.id = j.observation_id "
+            "WHERE j.stage = ? AND j.state IN ('queued', 'retry') "
+            "AND (j.next_try_utc IS NULL OR j.next_try_utc <= ?) "
+            "ORDER BY o.start_utc LIMIT ?", [stage, now, limit]).fetchall()
+        return [r[0] for r in rows]
+
+    def claim(self, job_id: int, spec: StageSpec, *, worker: str, now: datetime) -> Claim | None:
+        """Take one job: queued/retry → running and the observation into the running state.
+
+        Returns None when another worker got there first (its UPDATE matched or the
+        database reported a write conflict).
+        """
+        try:
+            with self._transaction() as cur:
+                row = cur.execute(
+                    "UPDATE jobs SET state = 'running', claimed_by = ?, heartbeat_utc = ?, "
+                    "started_utc = ?, finished_utc = NULL, progress = 0, "
+                    "attempts = attempts + 1 "
+                    "WHERE id = ? AND stage = ? AND state IN ('queued', 'retry') "
+                    "AND (next_try_utc IS NULL OR next_try_utc <= ?) "
+                    "RETURNING observation_id, attempts",
+                    [worker, now, now, job_id, spec.name, now]).fetchone()
+                if row is None:
+                    raise _Lost
+                obs_id, attempts = row
+                moved = cur.execute(
+                    "UPDATE observations SET state = ?, attempts = ?, updated_utc = ? "
+                    "WHERE id = ? AND state = ? RETURNING id",
+                    [spec.running_state, attempts, now, obs_id, spec.from_state]).fetchone()
+                if moved is None:
+                    raise _Lost
+        except (_Lost, duckdb.TransactionException):
+            return None
+        return Claim(job_id=job_id, observation_id=obs_id, stage=spec.name, attempts=attempts,
+                     worker=worker)
+
+    def heartbeat(self, job_ids: Sequence[int], *, worker: str, now: datetime) -> None:
+        """Renew this worker's claims (skipped this time if a job is being written)."""
+        if job_ids:
+            self._quietly(
+                "UPDATE jobs SET heartbeat_utc = ? WHERE claimed_by = ? AND state = 'running' "
+                "AND list_contains(?, id)", [now, worker, list(job_ids)])
+
+    def set_progress(self, claim: Claim, progress: float) -> None:
+        """Record a running job's progress, 0–1 (skipped if the row is being written)."""
+        self._quietly(
+            "UPDATE jobs SET progress = ? WHERE id = ? AND claimed_by = ? AND state = 'running'",
+            [min(max(progress, 0.0), 1.0), claim.job_id, claim.worker])
+
+    def finish(self, claim: Claim, spec: StageSpec, *, now: datetime,
+               ms_path: str | None = None) -> bool:
+        """Mark a claimed job done and move its observation on; False if the claim was lost."""
+        return _retry_conflicts(lambda: self._finish(claim, spec, now=now, ms_path=ms_path))
+
+    def _finish(self, claim: Claim, spec: StageSpec, *, now: datetime,
+                ms_path: str | None) -> bool:
+        try:
+            with self._transaction() as cur:
+                row = cur.execute(
+                    "UPDATE jobs SET state = 'done', finished_utc = ?, progress = 1, error = NULL, "
+                    "duration_s = epoch(? - started_utc) "
+                    "WHERE id = ? AND claimed_by = ? AND state = 'running' RETURNING id",
+                    [now, now, claim.job_id, claim.worker]).fetchone()
+                if row is None:
+                    raise _Lost
+                cur.execute(
+                    "UPDATE observations SET state = ?, attempts = 0, error = NULL, "
+                    "next_try_utc = NULL, ms_path = coalesce(?, ms_path), updated_utc = ? "
+                    "WHERE id = ? AND state = ?",
+                    [spec.to_state, ms_path, now, claim.observation_id, spec.running_state])
+        except _Lost:
+            return False
+        return True
+
+    def fail(self, claim: Claim, spec: StageSpec, *, error: str, now: datetime,
+             retry_at: datetime | None) -> str | None:
+        """Record a failed attempt: back to the queue at ``retry_at``, or quarantined if None.
+
+        Returns the job's new state ('retry' or 'quarantined'), or None if the claim was lost.
+        """
+        return _retry_conflicts(
+            lambda: self._fail(claim, spec, error=error, now=now, retry_at=retry_at))
+
+    def _fail(self, claim: Claim, spec: StageSpec, *, error: str, now: datetime,
+              retry_at: datetime | None) -> str | None:
+        job_state = "retry" if retry_at is not None else "quarantined"
+        obs_state = spec.from_state if retry_at is not None else "failed"
+        try:
+            with self._transaction() as cur:
+                row = cur.execute(
+                    "UPDATE jobs SET state = ?, next_try_utc = ?, error = ?, finished_utc = ?, "
+                    "claimed_by = NULL WHERE id = ? AND claimed_by = ? AND state = 'running' "
+                    "RETURNING id", [job_state, retry_at, error, now, claim.job_id, claim.worker]
+                ).fetchone()
+                if row is None:
+                    raise _Lost
+                cur.execute(
+                    "UPDATE observations SET state = ?, error = ?, next_try_utc = ?, "
+                    "quarantined = ?, updated_utc = ? WHERE id = ? AND state = ?",
+                    [obs_state, error, retry_at, retry_at is None, now, claim.observation_id,
+                     spec.running_state])
+        except _Lost:
+            return None
+        return job_state
+
+    def requeue_stale(self, stages: Sequence[StageSpec], *, stale_before: datetime,
+                      now: datetime) -> list[int]:
+        """Return running jobs whose heartbeat is older than ``stale_before`` to the queue."""
+        requeued = []
+        for spec in stages:
+            with self._transaction() as cur:
+                rows = cur.execute(
+                    "UPDATE jobs SET state = 'queued', claimed_by = NULL, heartbeat_utc = NULL, "
+                    "error = 'worker stopped responding; requeued' "
+                    "WHERE stage = ? AND state = 'running' "
+                    "AND (heartbeat_utc IS NULL OR heartbeat_utc < ?) "
+                    "RETURNING id, observation_id", [spec.name, stale_before]).fetchall()
+                for _, obs_id in rows:
+                    cur.execute(
+                        "UPDATE observations SET state = ?, updated_utc = ? "
+                        "WHERE id = ? AND state = ?",
+                        [spec.from_state, now, obs_id, spec.running_state])
+                requeued += [job_id for job_id, _ in rows]
+        return requeued
+
+    def job(self, job_id: int) -> dict:
+        """One job as a dict of its columns."""
+        cur = self._cur.execute("SELECT * FROM jobs WHERE id = ?", [job_id])
+        row = cur.fetchone()
+        if row is None:
+            raise KeyError(f"job {job_id}: not in the store")
+        return dict(zip([d[0] for d in cur.description], row, strict=True))
+
+    def jobs_by_state(self) -> dict[str, int]:
+        """Jobs per state, every state present."""
+        counts = dict.fromkeys(JOB_STATES, 0)
+        for state, n in self._cur.execute(
+                "SELECT state, count(*) FROM jobs GROUP BY state").fetchall():
+            counts[state] = n
+        return counts
+
+    def queue_depth(self, stages: Sequence[StageSpec]) -> dict[str, int]:
+        """Observations waiting for each stage (in its from-state)."""
+        counts = self.counts_by_state()
+        return {s.name: counts[s.from_state] for s in stages}
+
+    def recent_jobs(self, *, limit: int = 50) -> pd.DataFrame:
+        """Most recently touched jobs with their progress and errors."""
+        return self._df(
+            "SELECT id, observation_id, stage, state, attempts, progress, started_utc, "
+            "finished_utc, duration_s, next_try_utc, claimed_by, error FROM jobs "
+            "ORDER BY coalesce(finished_utc, started_utc, created_utc) DESC, id DESC LIMIT ?",
+            [limit])
+
+    # ------------------------------------------------------------- products
+    def table_counts(self) -> dict[str, int]:
+        """Row counts of the product tables /metrics and the overview report."""
+        row = self._cur.execute(
+            "SELECT (SELECT count(*) FROM images), (SELECT count(*) FROM sources), "
+            "(SELECT count(*) FROM photometry), (SELECT count(*) FROM caltables)").fetchone()
+        return dict(zip(("images", "sources", "photometry", "caltables"), row, strict=True))
+
+    def stage_duration_histogram(self, bounds: Sequence[float]) -> dict[str, Histogram]:
+        """Histogram of finished jobs' durations per stage, in seconds."""
+        return self._histograms("SELECT stage, duration_s FROM jobs "
+                                "WHERE state = 'done' AND duration_s IS NOT NULL", bounds)
+
+    def image_noise_histogram(self, bounds: Sequence[float]) -> Histogram:
+        """Histogram of image rms noise in Jy/beam."""
+        hists = self._histograms("SELECT '', rms_jy FROM images WHERE rms_jy IS NOT NULL", bounds)
+        return hists.get("", _histogram([], bounds))
+
+    def _histograms(self, sql: str, bounds: Sequence[float]) -> dict[str, Histogram]:
+        values: dict[str, list[float]] = {}
+        for key, value in self._cur.execute(sql).fetchall():
+            values.setdefault(key, []).append(value)
+        return {key: _histogram(v, bounds) for key, v in values.items()}
+
+    def add_image(self, *, observation_id: str, path: str, mid_mjd: float, now: datetime,
+                  rms_jy: float | None = None, **qa: float | str | None) -> int:
+        """Register an image and its QA figures; returns its id."""
+        cols = ["observation_id", "path", "mid_mjd", "rms_jy", "created_utc", *qa]
+        vals = [observation_id, path, mid_mjd, rms_jy, now, *qa.values()]
+        marks = ", ".join("?" * len(cols))
+        return self._cur.execute(
+            f"INSERT INTO images ({', '.join(cols)}) VALUES ({marks}) RETURNING id", vals
+        ).fetchone()[0]
+
+    # --------------------------------------------------------------- alerts
+    def add_alert(self, *, severity: str, kind: str, message: str, now: datetime,
+                  subject: str | None = None) -> int:
+        """Raise an alert for operators; returns its id."""
+        if severity not in ("info", "warning", "critical"):
+            raise ValueError(f"alert severity must be info, warning or critical, got {severity!r}")
+        return self._cur.execute(
+            "INSERT INTO alerts (created_utc, severity, kind, subject, message) "
+            "VALUES (?, ?, ?, ?, ?) RETURNING id", [now, severity, kind, subject, message]
+        ).fetchone()[0]
+
+    def open_alerts_by_severity(self) -> dict[str, int]:
+        """Unacknowledged alerts per severity."""
+        counts = dict.fromkeys(("info", "warning", "critical"), 0)
+        for sev, n in self._cur.execute("SELECT severity, count(*) FROM alerts "
+                                        "WHERE NOT acknowledged GROUP BY severity").fetchall():
+            counts[sev] = n
+        return counts
+
+    def recent_alerts(self, *, limit: int = 20) -> pd.DataFrame:
+        """Newest alerts first."""
+        return self._df("SELECT id, created_utc, severity, kind, subject, message, acknowledged "
+                        "FROM alerts ORDER BY created_utc DESC, id DESC LIMIT ?", [limit])
+
+
+class _Lost(Exception):
+    """Internal: the conditional UPDATE matched nothing; another worker won."""
+
+
+def _retry_conflicts(fn: Callable[[], T], attempts: int = 20) -> T:
+    """Repeat a conditional transaction that lost a write-write race with an advisory write.
+
+    Safe because every such transaction re-checks the state it expects.
+    """
+    for i in range(attempts - 1):
+        try:
+            return fn()
+        except duckdb.TransactionException:
+            time.sleep(0.005 * (i + 1))
+    return fn()
+
+
+def _histogram(values: Sequence[float], bounds: Sequence[float]) -> Histogram:
+    edges = (*sorted(bounds), float("inf"))
+    cumulative = tuple(sum(1 for v in values if v <= edge) for edge in edges)
+    return Histogram(bounds=edges, cumulative=cumulative, total=float(sum(values)),
+                     count=len(values))
+
+
+def _connect(path: Path) -> duckdb.DuckDBPyConnection:
+    try:
+        return duckdb.connect(str(path))
+    except duckdb.IOException as exc:
+        text = str(exc)
+        if "lock" in text.lower():
+            holder = re.search(r"PID (\d+)", text)
+            raise StoreLocked(path, f"held by PID {holder.group(1)}" if holder else "locked"
+                              ) from None
+        raise StoreCorrupt(path, text.split("\n")[0].removeprefix("IO Error: ")) from None
+    except duckdb.Error as exc:
+        raise StoreCorrupt(path, str(exc).split("\n")[0]) from None
+
+
+def _migrate(conn: duckdb.DuckDBPyConnection, path: Path, migrations: list[Migration]) -> int:
+    known = migrations[-1].version if migrations else 0
+    conn.execute("CREATE TABLE IF NOT EXISTS schema_version "
+                 "(version INTEGER PRIMARY KEY, applied_utc TIMESTAMP NOT NULL)")
+    current = conn.execute("SELECT coalesce(max(version), 0) FROM schema_version").fetchone()[0]
+    if current > known:
+        raise SchemaTooNew(path, current, known)
+    for migration in migrations:
+        if migration.version <= current:
+            continue
+        conn.begin()
+        try:
+            conn.execute(migration.path.read_text())
+            conn.execute("INSERT INTO schema_version VALUES (?, now()::TIMESTAMP)",
+                         [migration.version])
+        except BaseException:
+            conn.rollback()
+            raise
+        conn.commit()
+        current = migration.version
+    return current

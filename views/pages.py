@@ -1,0 +1,81 @@
+"""The dashboard's pages: slug, title and how to build each from the store and runner state."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import panel as pn
+
+from pipeline.runner_state import RunnerState
+from pipeline.store import Store
+from views.overview import OverviewPage
+from views.planned import PlannedPage
+
+
+@dataclass(frozen=True, kw_only=True)
+class PageSpec:
+    """One navigation entry."""
+
+    slug: str
+    title: str
+    build: Callable[[Store, RunnerState], pn.viewable.Viewer]
+
+
+def _planned(title: str, summary: str, depends_on: str = "") -> Callable[..., PlannedPage]:
+    def build(store: Store, state: RunnerState) -> PlannedPage:
+        return PlannedPage(title=title, summary=summary, depends_on=depends_on)
+    return build
+
+
+PAGES: tuple[PageSpec, ...] = (
+    PageSpec(slug="overview", title="Overview",
+             build=lambda store, state: OverviewPage(store=store, state=state)),
+    PageSpec(slug="pipeline", title="Pipeline & jobs", build=_planned(
+        "Pipeline & jobs",
+        "One row per observation with its stage progress, attempts, errors and quarantine "
+        "reason, and a retry action for failed ones.",
+        "the ingest and conversion issue (#3)")),
+    PageSpec(slug="images", title="Images", build=_planned(
+        "Images",
+        "A filterable, sortable table of images (time, declination, rms, QA), a thumbnail "
+        "gallery, and an interactive viewer with colour scaling, RA/Dec hover, beam ellipse, "
+        "catalog overlay and FITS download.",
+        "the imaging issue (#5)")),
+    PageSpec(slug="sources", title="Sources & lightcurves", build=_planned(
+        "Sources & lightcurves",
+        "Sources filtered by η, V, flux and number of measurements or by position; an η–V "
+        "scatter with thresholds; the selected source's lightcurve with image cutouts; "
+        "VOTable and CSV export.",
+        "the photometry issue (#6)")),
+    PageSpec(slug="calibration", title="Calibration", build=_planned(
+        "Calibration",
+        "The validity-window timeline of calibration tables coloured by QA, their gain and "
+        "bandpass solutions, and the calibrator flux monitor.",
+        "the calibration issue (#4)")),
+    PageSpec(slug="mosaics", title="Mosaics", build=_planned(
+        "Mosaics",
+        "Quicklook (10 images), science (100) and deep (1000) mosaics, their coverage and "
+        "noise.")),
+    PageSpec(slug="triggers", title="Triggers", build=_planned(
+        "Triggers",
+        "Rules that run a saved query on a schedule or on new data and act on matches "
+        "(alert, export), with their run history.")),
+    PageSpec(slug="queries", title="Saved queries", build=_planned(
+        "Saved queries",
+        "Named filters over sources, images and observations that can be re-run, shared by "
+        "link and used by triggers.")),
+    PageSpec(slug="gpu", title="GPU status", build=_planned(
+        "GPU status",
+        "Each GPU's name, memory, utilization, temperature and power, live, and which "
+        "backend (GPU or CPU) each recent image used and how long it took.",
+        "the imaging issue (#5)")),
+    PageSpec(slug="backups", title="Backups", build=_planned(
+        "Backups",
+        "Store backups with size, checksum and validation result; create, validate and "
+        "restore.")),
+    PageSpec(slug="pointing", title="Pointing", build=_planned(
+        "Pointing",
+        "Local sidereal time at OVRO, the declination strip being observed, and upcoming "
+        "calibrator and source transits.")),
+)
