@@ -106,6 +106,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if not args.verbose:
+        logging.getLogger("apscheduler").setLevel(logging.WARNING)  # one line per tick otherwise
     try:
         home = Home.resolve(getattr(args, "home", None))
         return COMMANDS[args.command](args, home)

@@ -5,8 +5,8 @@ from __future__ import annotations
 import errno
 import logging
 import signal
+from collections.abc import Callable
 from dataclasses import dataclass
-from functools import partial
 
 import panel as pn
 from bokeh.server.server import Server
@@ -60,9 +60,10 @@ def nav_html(current: str) -> str:
 
 def build_page(page: PageSpec, ctx: AppContext) -> pn.template.BaseTemplate:
     """One browser session's template around the page's view."""
-    template = pn.template.FastListTemplate(
-        title="contimg", header_background="#0072b5", accent_base_color="#0072b5",
-        sidebar_width=230)
+    # BootstrapTemplate: its design ships every asset with Panel (the Fast design asks
+    # Google for fonts, which a closed observatory network refuses).
+    template = pn.template.BootstrapTemplate(
+        title="contimg", header_background="#0072b5", sidebar_width=230)
     template.sidebar.append(pn.pane.HTML(nav_html(page.slug), stylesheets=[_NAV_CSS],
                                          sizing_mode="stretch_width"))
     template.sidebar.append(pn.pane.Markdown(f"home: `{ctx.home.root}`",
@@ -71,10 +72,16 @@ def build_page(page: PageSpec, ctx: AppContext) -> pn.template.BaseTemplate:
     return template
 
 
+def _page_app(page: PageSpec, ctx: AppContext) -> Callable[[], pn.template.BaseTemplate]:
+    # Panel calls a plain function once per session; it does not recognise functools.partial.
+    def app() -> pn.template.BaseTemplate:
+        return build_page(page, ctx)
+    return app
+
+
 def make_server(ctx: AppContext, *, port: int, address: str) -> Server:
     """The Bokeh/Tornado server with every page and the extra routes, not yet started."""
-    pn.config.design = None  # keep FastListTemplate's own look; nothing from a CDN
-    apps = {p.slug: partial(build_page, p, ctx) for p in PAGES}
+    apps = {p.slug: _page_app(p, ctx) for p in PAGES}
     extra = [
         (r"/", RedirectHandler, {"url": "/overview"}),
         (r"/metrics", MetricsHandler, {"registry": metrics_registry(ctx.store, ctx.state)}),
