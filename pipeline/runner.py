@@ -258,7 +258,7 @@ class Runner:
         outcomes: dict[str, int] = {}
         for _ in range(max_rounds):
             claims = self.claim_ready(self.config.workers)
-            if not claims:
+            if not claims and not self._any_ready():
                 break
             for claim in claims:
                 outcome = self.run_claim(claim)
@@ -291,6 +291,10 @@ class Runner:
             log.exception("task %s failed", task.name)
             self.state.publish(last_error=f"task {task.name}: {type(exc).__name__}: {exc}")
         self.refresh_state()
+
+    def _any_ready(self) -> bool:
+        now = self.clock()
+        return any(self.store.ready_jobs(s.name, now=now, limit=1) for s in self.registry.specs())
 
     def _heartbeat(self) -> None:
         with self._lock:

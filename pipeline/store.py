@@ -233,13 +233,19 @@ class Store:
 
     # ------------------------------------------------------------------ jobs
     def enqueue(self, spec: StageSpec, *, now: datetime) -> int:
-        """Create a queued job for every observation waiting in ``spec.from_state``."""
-        rows = self._cur.execute(
-            "INSERT INTO jobs (observation_id, stage, created_utc) "
-            "SELECT o.id, ?, ? FROM observations o WHERE o.state = ? AND NOT EXISTS "
-            "(SELECT 1 FROM jobs j WHERE j.observation_id = o.id AND j.stage = ?) "
-            "ORDER BY o.start_utc RETURNING id",
-            [spec.name, now, spec.from_state, spec.name]).fetchall()
+        """Create a queued job for every observation waiting in ``spec.from_state``.
+
+        Returns how many were created; 0 if another enqueuer created them concurrently.
+        """
+        try:
+            rows = self._cur.execute(
+                "INSERT INTO jobs (observation_id, stage, created_utc) "
+                "SELECT o.id, ?, ? FROM observations o WHERE o.state = ? AND NOT EXISTS "
+                "(SELECT 1 FROM jobs j WHERE j.observation_id = o.id AND j.stage = ?) "
+                "ORDER BY o.start_utc RETURNING id",
+                [spec.name, now, spec.from_state, spec.name]).fetchall()
+        except (duckdb.ConstraintException, duckdb.TransactionException):
+            return 0
         return len(rows)
 
     def ready_jobs(self, stage: str, *, now: datetime, limit: int) -> list[int]:

@@ -44,7 +44,8 @@ CREATE TABLE jobs (
     started_utc    TIMESTAMP,
     finished_utc   TIMESTAMP,
     duration_s     DOUBLE,
-    error          VARCHAR
+    error          VARCHAR,
+    UNIQUE (observation_id, stage)   -- two enqueuers racing create one job, not two
 );
 
 CREATE TABLE caltables (

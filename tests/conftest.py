@@ -1,0 +1,140 @@
+"""Shared fixtures: real stores in temporary homes, a controllable clock, Chromium."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Iterator
+from datetime import datetime, timedelta
+from pathlib import Path
+
+import pytest
+
+from pipeline.home import Home
+from pipeline.store import Store
+
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                 "--disable-background-networking", "--disable-component-update",
+                 "--disable-sync"]
+T0 = datetime(2026, 11, 23, 12, 0, 0)
+
+
+class Clock:
+    """A clock the test moves by hand."""
+
+    def __init__(self, start: datetime = T0):
+        self.now = start
+
+    def __call__(self) -> datetime:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        self.now += timedelta(seconds=seconds)
+
+
+@pytest.fixture
+def clock() -> Clock:
+    return Clock()
+
+
+@pytest.fixture
+def home(tmp_path: Path) -> Home:
+    return Home.resolve(tmp_path / "home")
+
+
+@pytest.fixture
+def store(home: Home) -> Iterator[Store]:
+    with Store.open(home) as s:
+        yield s
+
+
+def add_observations(store: Store, n: int, *, state: str = "pending", start: datetime = T0,
+                     prefix: str = "") -> list[str]:
+    """Register ``n`` 5-minute chunks from ``start``; returns their ids."""
+    ids = []
+    for i in range(n):
+        t = start + timedelta(minutes=5 * i)
+        obs_id = prefix + t.strftime("%Y-%m-%dT%H:%M:%S")
+        store.add_observation(obs_id=obs_id, start_utc=t, mid_mjd=61000.0 + i * 300 / 86400,
+                              dec_deg=33.0, n_subbands=16, now=T0, state=state)
+        ids.append(obs_id)
+    return ids
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_http(url: str, timeout: float = 60.0) -> None:
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            urllib.request.urlopen(url, timeout=2).read()
+            return
+        except OSError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.2)
+
+
+def contimg(*args: str, env: dict | None = None, **kw) -> subprocess.CompletedProcess:
+    """Run the installed console script's module the way a user would."""
+    return subprocess.run([sys.executable, "-m", "app.cli", *args], capture_output=True,
+                          text=True, env={**os.environ, **(env or {})}, timeout=120, **kw)
+
+
+class ServedHome:
+    """A `contimg serve` subprocess over a home; stopped with SIGINT like an operator would."""
+
+    def __init__(self, home: Home, *extra: str):
+        self.home = home
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.log = home.root.parent / f"serve-{self.port}.log"
+        self._log = open(self.log, "w")  # noqa: SIM115 — closed in stop()
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "app.cli", "serve", "--home", str(home.root),
+             "--port", str(self.port), *extra], stdout=self._log, stderr=subprocess.STDOUT)
+        try:
+            wait_http(self.url + "/api/health")
+        except OSError:
+            self.stop()
+            raise RuntimeError(f"contimg serve did not come up:\n{self.log.read_text()}")
+
+    def stop(self) -> int:
+        if self.proc.poll() is None:
+            self.proc.send_signal(2)
+            try:
+                self.proc.wait(30)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self._log.close()
+        return self.proc.returncode
+
+
+@pytest.fixture(scope="session")
+def browser():
+    if not Path(CHROMIUM).exists():
+        pytest.fail(f"{CHROMIUM} is missing: `make test` installs Debian's chromium")
+    from playwright.sync_api import sync_playwright
+    with sync_playwright() as p:
+        b = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        yield b
+        b.close()
+
+
+@pytest.fixture
+def page(browser):
+    context = browser.new_context(viewport={"width": 1400, "height": 900})
+    pg = context.new_page()
+    pg.set_default_timeout(20_000)
+    yield pg
+    context.close()
