@@ -79,7 +79,8 @@ def _page_app(page: PageSpec, ctx: AppContext) -> Callable[[], pn.template.BaseT
     return app
 
 
-def make_server(ctx: AppContext, *, port: int, address: str) -> Server:
+def make_server(ctx: AppContext, *, port: int, address: str,
+                loop: IOLoop | None = None) -> Server:
     """The Bokeh/Tornado server with every page and the extra routes, not yet started."""
     apps = {p.slug: _page_app(p, ctx) for p in PAGES}
     extra = [
@@ -92,7 +93,7 @@ def make_server(ctx: AppContext, *, port: int, address: str) -> Server:
         return pn.serve(apps, port=port, address=address, show=False, start=False,
                         title={p.slug: f"contimg · {p.title}" for p in PAGES},
                         websocket_origin=["*"] if address in ("0.0.0.0", "::") else origins,
-                        extra_patterns=extra, threaded=False)
+                        extra_patterns=extra, threaded=False, loop=loop)
     except OSError as exc:
         if exc.errno == errno.EADDRINUSE:
             raise PortInUse(address, port) from None

@@ -1,0 +1,84 @@
+"""The command line as an operator uses it: status, process, and one-line errors."""
+
+from __future__ import annotations
+
+import json
+import socket
+
+import duckdb
+
+from conftest import add_observations, contimg
+from pipeline.store import Store
+
+
+def assert_one_line_error(result, *fragments: str) -> None:
+    assert result.returncode == 1, result
+    assert "Traceback" not in result.stderr
+    last = result.stderr.strip().splitlines()[-1]
+    assert last.startswith("contimg: error: ")
+    for fragment in fragments:
+        assert fragment in last, last
+
+
+def test_status_json_reports_the_store(home):
+    with Store.open(home) as store:
+        add_observations(store, 4)
+        add_observations(store, 2, state="failed", prefix="f-")
+    result = contimg("status", "--json", "--home", str(home.root))
+    assert result.returncode == 0, result.stderr
+    report = json.loads(result.stdout)
+    assert report["observations"]["pending"] == 4
+    assert report["observations"]["failed"] == 2
+    assert report["home"] == str(home.root)
+
+
+def test_home_from_environment(home):
+    with Store.open(home) as store:
+        add_observations(store, 1)
+    result = contimg("status", env={"CONTIMG_HOME": str(home.root)})
+    assert result.returncode == 0, result.stderr
+    assert "pending 1" in result.stdout
+
+
+def test_process_once_with_no_stage_installed_leaves_work_pending(home):
+    with Store.open(home) as store:
+        add_observations(store, 3)
+    result = contimg("process", "--once", "--home", str(home.root))
+    assert result.returncode == 0, result.stderr
+    assert "processed: nothing ready" in result.stdout
+    assert "pending 3" in result.stdout
+
+
+def test_corrupt_store_is_one_line_and_untouched(home):
+    home.ensure()
+    home.db.write_bytes(b"\x00garbage" * 1000)
+    before = home.db.read_bytes()
+    result = contimg("status", "--home", str(home.root))
+    assert_one_line_error(result, str(home.db), "not a readable DuckDB database")
+    assert home.db.read_bytes() == before
+
+
+def test_newer_schema_is_one_line_and_untouched(home):
+    Store.open(home).close()
+    with duckdb.connect(str(home.db)) as con:
+        con.execute("INSERT INTO schema_version VALUES (42, now()::TIMESTAMP)")
+    before = home.db.read_bytes()
+    result = contimg("serve", "--home", str(home.root), "--port", "0")
+    assert_one_line_error(result, "schema version 42 is newer", "upgrade contimg")
+    assert home.db.read_bytes() == before
+
+
+def test_unwritable_home_is_one_line(tmp_path):
+    blocker = tmp_path / "file"
+    blocker.write_text("not a directory")
+    result = contimg("status", "--home", str(blocker / "home"))
+    assert_one_line_error(result, str(blocker / "home"), "cannot create folders")
+
+
+def test_port_in_use_is_one_line(home):
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        result = contimg("serve", "--home", str(home.root), "--port", str(port))
+    assert_one_line_error(result, f"port {port} on 127.0.0.1 is already in use")
