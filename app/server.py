@@ -63,7 +63,7 @@ def build_page(page: PageSpec, ctx: AppContext) -> pn.template.BaseTemplate:
     # BootstrapTemplate: its design ships every asset with Panel (the Fast design asks
     # Google for fonts, which a closed observatory network refuses).
     template = pn.template.BootstrapTemplate(
-        title="contimg", header_background="#0072b5", sidebar_width=230)
+        title=f"contimg · {page.title}", header_background="#0072b5", sidebar_width=230)
     template.sidebar.append(pn.pane.HTML(nav_html(page.slug), stylesheets=[_NAV_CSS],
                                          sizing_mode="stretch_width"))
     template.sidebar.append(pn.pane.Markdown(f"home: `{ctx.home.root}`",

@@ -96,7 +96,7 @@ class OverviewPage(pn.viewable.Viewer):
             self.store.recent_alerts(limit=10), disabled=True, show_index=False,
             sizing_mode="stretch_width", css_classes=["recent-alerts"])
         pause = pn.widgets.Toggle.from_param(self.state.param.paused, name="Pause processing",
-                                             button_type="warning", width=160)
+                                             width=160)
         self._refresh()
         LiveLink(self.state, self._refresh)
         return pn.Column(

@@ -1,0 +1,127 @@
+"""The dashboard in real Chromium: overview counts, navigation, live updates, no CDN."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+
+import pytest
+from playwright.sync_api import expect
+from tornado.ioloop import IOLoop
+
+from app.server import AppContext, make_server
+from conftest import ServedHome, add_observations, free_port
+from pipeline.runner import Runner, RunnerConfig, StageRegistry
+from pipeline.runner_state import RunnerState
+from pipeline.states import STATES
+from pipeline.store import Store
+from views.pages import PAGES
+
+pytestmark = pytest.mark.ui
+
+KNOWN = {"pending": 3, "converted": 2, "calibrated": 1, "imaged": 4, "complete": 7, "failed": 1}
+
+
+@pytest.fixture(scope="module")
+def served(tmp_path_factory):
+    from pipeline.home import Home
+    home = Home.resolve(tmp_path_factory.mktemp("ui") / "home")
+    with Store.open(home) as store:
+        for state, n in KNOWN.items():
+            add_observations(store, n, state=state, prefix=f"{state}-")
+    server = ServedHome(home, "--paused")
+    yield server
+    assert server.stop() == 0
+
+
+def test_overview_shows_exactly_the_stored_counts(served, page):
+    page.goto(served.url + "/overview")
+    for state in STATES:
+        card = page.locator(f'.state-card[data-state="{state}"] .count')
+        expect(card).to_have_text(str(KNOWN.get(state, 0)))
+    expect(page.locator(".runner-status")).to_contain_text("paused")
+
+
+def test_root_redirects_to_overview(served, page):
+    page.goto(served.url + "/")
+    expect(page).to_have_url(served.url + "/overview")
+
+
+def test_every_nav_link_opens_its_page(served, page):
+    page.goto(served.url + "/overview")
+    for spec in PAGES:
+        page.locator(f'nav a[data-slug="{spec.slug}"]').click()
+        expect(page).to_have_url(f"{served.url}/{spec.slug}")
+        expect(page).to_have_title(f"contimg · {spec.title}")
+        expect(page.locator(f'nav a[data-slug="{spec.slug}"]')).to_have_class("current")
+        heading = "Observations by state" if spec.slug == "overview" else spec.title
+        expect(page.get_by_role("heading", name=heading).first).to_be_visible()
+
+
+def test_pages_fetch_nothing_from_outside(served, page):
+    requests: list[str] = []
+    page.on("request", lambda r: requests.append(r.url))
+    for spec in PAGES[:3]:
+        page.goto(f"{served.url}/{spec.slug}")
+        expect(page.locator("nav a.current")).to_have_text(spec.title)
+    outside = [u for u in requests
+               if not u.startswith((served.url, "blob:" + served.url, "data:"))]
+    assert requests and outside == []
+
+
+@pytest.fixture
+def live_server(home):
+    """An in-process server whose runner has a convert stage the test releases by hand."""
+    store = Store.open(home)
+    add_observations(store, 3)
+    gate = threading.Event()
+
+    def convert(ctx):
+        ctx.progress(0.4)
+        gate.wait(60)
+
+    reg = StageRegistry()
+    reg.register_stage("convert", convert)
+    state = RunnerState()
+    runner = Runner(store, home, reg, state=state, config=RunnerConfig(poll_s=0.1, workers=3))
+    port = free_port()
+    started = threading.Event()
+    holder = {}
+
+    def serve():
+        asyncio.set_event_loop(asyncio.new_event_loop())
+        loop = IOLoop.current()
+        server = make_server(AppContext(home=home, store=store, state=state), port=port,
+                             address="127.0.0.1", loop=loop)
+        server.start()
+        holder.update(loop=loop, server=server)
+        started.set()
+        loop.start()
+        server.stop()
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    assert started.wait(30)
+    yield f"http://127.0.0.1:{port}", runner, gate
+    gate.set()
+    runner.stop()
+    holder["loop"].add_callback(holder["loop"].stop)
+    thread.join(10)
+    store.close()
+
+
+def test_overview_updates_live_while_jobs_run(live_server, page):
+    url, runner, gate = live_server
+    page.goto(url + "/overview")
+    pending = page.locator('.state-card[data-state="pending"] .count')
+    converting = page.locator('.state-card[data-state="converting"] .count')
+    converted = page.locator('.state-card[data-state="converted"] .count')
+    expect(pending).to_have_text("3")
+    runner.start()
+    expect(converting).to_have_text("3")
+    expect(pending).to_have_text("0")
+    expect(page.locator(".running-jobs")).to_contain_text("convert")
+    gate.set()
+    expect(converted).to_have_text("3")
+    expect(converting).to_have_text("0")
+    expect(page.locator(".recent-jobs")).to_contain_text("done")
