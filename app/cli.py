@@ -11,7 +11,8 @@ from collections.abc import Sequence
 from pipeline import __version__
 from pipeline.errors import ContimgError
 from pipeline.home import Home
-from pipeline.runner import Runner, RunnerConfig, default_registry
+from pipeline.runner import Runner, RunnerConfig
+from pipeline.stages import default_registry
 from pipeline.store import Store
 
 

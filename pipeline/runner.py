@@ -16,7 +16,7 @@ import threading
 import time
 import traceback
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
@@ -74,9 +74,13 @@ class StageContext:
 
 @dataclass(frozen=True, kw_only=True)
 class StageResult:
-    """What a stage function returns for the runner to record in the store."""
+    """What a stage function returns for the runner to record in the store.
+
+    ``updates`` sets observation columns named in ``Store.OBSERVATION_RESULT_COLUMNS``.
+    """
 
     ms_path: str | None = None
+    updates: Mapping[str, object] = field(default_factory=dict)
 
 
 StageFn = Callable[[StageContext], StageResult | None]
@@ -122,11 +126,6 @@ class StageRegistry:
     def specs(self) -> list[StageSpec]:
         """Specs of the stages that have a function, in pipeline order."""
         return [s for s in STAGES if s.name in self.stages]
-
-
-def default_registry() -> StageRegistry:
-    """The stages and tasks this version of contimg ships."""
-    return StageRegistry()
 
 
 class Runner:
@@ -235,10 +234,12 @@ class Runner:
         t0 = time.perf_counter()
         try:
             result = fn(ctx) or StageResult()
+            # Recording the result is part of the attempt: if it is refused, the job failed.
+            ok = self.store.finish(claim, spec, now=self.clock(), ms_path=result.ms_path,
+                                   updates=result.updates)
         except Exception as exc:  # a stage failure must never take the runner down
             outcome = self._failed(claim, spec, exc)
         else:
-            ok = self.store.finish(claim, spec, now=self.clock(), ms_path=result.ms_path)
             outcome = "done" if ok else "lost"
             log.info("%s %s: %s in %.1f s", claim.stage, claim.observation_id, outcome,
                      time.perf_counter() - t0)

@@ -12,7 +12,7 @@ import logging
 import re
 import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
@@ -100,6 +100,11 @@ _OBS_COLUMNS = ("id, start_utc, mid_mjd, dec_deg, n_subbands, partial, state, at
 
 class Store:
     """Owns the home's DuckDB file; every query the pipeline and views need is a method."""
+
+    #: Observation columns a stage may set through StageResult.updates.
+    OBSERVATION_RESULT_COLUMNS = frozenset({
+        "mid_mjd", "dec_deg", "freq_min_hz", "freq_max_hz", "n_channels", "n_antennas",
+        "n_integrations"})
 
     def __init__(self, conn: duckdb.DuckDBPyConnection, path: Path, schema_version: int):
         self._conn = conn
@@ -301,12 +306,17 @@ class Store:
             [min(max(progress, 0.0), 1.0), claim.job_id, claim.worker])
 
     def finish(self, claim: Claim, spec: StageSpec, *, now: datetime,
-               ms_path: str | None = None) -> bool:
+               ms_path: str | None = None, updates: Mapping[str, object] | None = None) -> bool:
         """Mark a claimed job done and move its observation on; False if the claim was lost."""
-        return _retry_conflicts(lambda: self._finish(claim, spec, now=now, ms_path=ms_path))
+        updates = dict(updates or {})
+        unknown = set(updates) - self.OBSERVATION_RESULT_COLUMNS
+        if unknown:
+            raise ValueError(f"stage {claim.stage}: cannot set observation columns {sorted(unknown)}")
+        return _retry_conflicts(
+            lambda: self._finish(claim, spec, now=now, ms_path=ms_path, updates=updates))
 
     def _finish(self, claim: Claim, spec: StageSpec, *, now: datetime,
-                ms_path: str | None) -> bool:
+                ms_path: str | None, updates: dict[str, object]) -> bool:
         try:
             with self._transaction() as cur:
                 row = cur.execute(
@@ -316,11 +326,14 @@ class Store:
                     [now, now, claim.job_id, claim.worker]).fetchone()
                 if row is None:
                     raise _Lost
+                # Column names come from OBSERVATION_RESULT_COLUMNS, values are bound.
+                extra = "".join(f", {col} = ?" for col in updates)
                 cur.execute(
                     "UPDATE observations SET state = ?, attempts = 0, error = NULL, "
-                    "next_try_utc = NULL, ms_path = coalesce(?, ms_path), updated_utc = ? "
+                    f"next_try_utc = NULL, ms_path = coalesce(?, ms_path), updated_utc = ?{extra} "
                     "WHERE id = ? AND state = ?",
-                    [spec.to_state, ms_path, now, claim.observation_id, spec.running_state])
+                    [spec.to_state, ms_path, now, *updates.values(), claim.observation_id,
+                     spec.running_state])
         except _Lost:
             return False
         return True

@@ -280,3 +280,24 @@ def test_paused_runner_claims_nothing(store, home):
 def test_bad_runner_config(kwargs, problem):
     with pytest.raises(ValueError, match=problem):
         RunnerConfig(**kwargs)
+
+
+def test_stage_result_updates_observation_columns(store, home, clock):
+    [obs] = add_observations(store, 1)
+    reg = StageRegistry()
+    reg.register_stage("convert", lambda ctx: StageResult(
+        ms_path="/ms/a.ms", updates={"freq_min_hz": 1.3114e9, "n_channels": 768}))
+    Runner(store, home, reg, clock=clock).run_once()
+    row = store.observations().iloc[0]
+    assert (row.state, row.ms_path) == ("converted", "/ms/a.ms")
+    assert store.observation(obs).state == "converted"
+
+
+def test_stage_result_cannot_set_other_columns(store, home, clock):
+    add_observations(store, 1)
+    reg = StageRegistry()
+    reg.register_stage("convert", lambda ctx: StageResult(updates={"state": "complete"}))
+    Runner(store, home, reg, clock=clock, config=RunnerConfig(max_attempts=1)).run_once()
+    row = store.observations().iloc[0]
+    assert row.state == "failed"
+    assert "cannot set observation columns ['state']" in row.error
