@@ -24,7 +24,7 @@ install: $(VENV)/.installed
 
 install-test: $(VENV)/.installed-test chromium
 
-# Debian's Chromium, never `playwright install` (that downloads a browser).
+# Debian's Chromium: Playwright's own browser download fails on a closed network.
 chromium:
 	@if [ ! -x $(CHROMIUM) ]; then \
 	  echo "installing Debian chromium"; \

@@ -26,6 +26,8 @@ class RunnerState(param.Parameterized):
                              doc="Bumped on every change, so a view can watch one thing.")
 
     def publish(self, **values: object) -> None:
-        """Set constant params (from any thread) and bump the revision once."""
-        with param.edit_constant(self):
-            self.param.update(**values, revision=self.revision + 1)
+        """Set constant params (from any thread); bump the revision once if any changed."""
+        changed = {k: v for k, v in values.items() if getattr(self, k) != v}
+        if changed:
+            with param.edit_constant(self):
+                self.param.update(**changed, revision=self.revision + 1)

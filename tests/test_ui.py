@@ -125,3 +125,46 @@ def test_overview_updates_live_while_jobs_run(live_server, page):
     expect(converted).to_have_text("3")
     expect(converting).to_have_text("0")
     expect(page.locator(".recent-jobs")).to_contain_text("done")
+
+
+@pytest.fixture
+def served_with_failure(home):
+    """Four pending observations and one the runner quarantined after a real failure."""
+    from pipeline.runner import RunnerConfig as Config
+    with Store.open(home) as store:
+        [bad] = add_observations(store, 1, prefix="bad-")
+
+        def convert(ctx):
+            raise OSError("sb07: truncated HDF5 file")
+
+        reg = StageRegistry()
+        reg.register_stage("convert", convert)
+        Runner(store, home, reg, config=Config(max_attempts=1)).run_once()
+        add_observations(store, 4)
+    server = ServedHome(home, "--paused")
+    yield server, bad
+    assert server.stop() == 0
+
+
+def test_pipeline_page_lists_and_retries(served_with_failure, page):
+    import json
+    import urllib.request
+    served, bad = served_with_failure
+    page.goto(served.url + "/pipeline")
+    rows = page.locator(".pipeline-table .tabulator-row")
+    expect(rows).to_have_count(5)
+    failed_row = rows.filter(has_text=bad)
+    expect(failed_row).to_contain_text("sb07: truncated HDF5 file")
+    expect(failed_row).to_contain_text("failed")
+
+    page.locator(".pipeline-table").page.get_by_role("combobox").first.select_option("failed")
+    expect(rows).to_have_count(1)
+    retry = page.locator(".retry-button button")
+    expect(retry).to_be_disabled()
+    rows.first.locator('input[type="checkbox"]').check()
+    expect(retry).to_have_text("Retry 1 failed")
+    retry.click()
+    expect(page.locator(".pipeline-message")).to_contain_text(f"Sent back to the queue: {bad}")
+    expect(rows).to_have_count(0)  # the filter still says failed
+    health = json.loads(urllib.request.urlopen(served.url + "/api/health").read())
+    assert health["counts"]["failed"] == 0 and health["counts"]["pending"] == 5

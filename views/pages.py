@@ -10,6 +10,7 @@ import panel as pn
 from pipeline.runner_state import RunnerState
 from pipeline.store import Store
 from views.overview import OverviewPage
+from views.pipeline_page import PipelinePage
 from views.planned import PlannedPage
 
 
@@ -31,11 +32,8 @@ def _planned(title: str, summary: str, depends_on: str = "") -> Callable[..., Pl
 PAGES: tuple[PageSpec, ...] = (
     PageSpec(slug="overview", title="Overview",
              build=lambda store, state: OverviewPage(store=store, state=state)),
-    PageSpec(slug="pipeline", title="Pipeline & jobs", build=_planned(
-        "Pipeline & jobs",
-        "One row per observation with its stage progress, attempts, errors and quarantine "
-        "reason, and a retry action for failed ones.",
-        "the ingest and conversion issue (#3)")),
+    PageSpec(slug="pipeline", title="Pipeline & jobs",
+             build=lambda store, state: PipelinePage(store=store, state=state)),
     PageSpec(slug="images", title="Images", build=_planned(
         "Images",
         "A filterable, sortable table of images (time, declination, rms, QA), a thumbnail "
