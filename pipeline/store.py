@@ -210,6 +210,28 @@ class Store:
         return self._df(f"SELECT {_OBS_COLUMNS} FROM observations {where} "
                         "ORDER BY start_utc DESC LIMIT ?", [*params, limit])
 
+    def pipeline_rows(self, *, state: str | None = None, search: str = "",
+                      limit: int = 2000) -> pd.DataFrame:
+        """One row per observation, newest first, with its current job and quarantine reasons.
+
+        Columns: id, start_utc, dec_deg, n_subbands, partial, state, stage, job_state,
+        progress (0–1 of the current job), attempts, next_try_utc, error, quarantine_reason,
+        ms_path.
+        """
+        return self._df(
+            "WITH current_job AS (SELECT observation_id, stage, state AS job_state, progress "
+            "  FROM jobs QUALIFY row_number() OVER (PARTITION BY observation_id "
+            "  ORDER BY id DESC) = 1), "
+            "reasons AS (SELECT observation_id, string_agg(reason, '; ' ORDER BY id) AS reason "
+            "  FROM quarantine WHERE observation_id IS NOT NULL GROUP BY observation_id) "
+            "SELECT o.id, o.start_utc, o.dec_deg, o.n_subbands, o.partial, o.state, j.stage, "
+            "j.job_state, coalesce(j.progress, 0.0) AS progress, o.attempts, o.next_try_utc, "
+            "o.error, r.reason AS quarantine_reason, o.ms_path "
+            "FROM observations o LEFT JOIN current_job j ON j.observation_id = o.id "
+            "LEFT JOIN reasons r ON r.observation_id = o.id "
+            "WHERE (? IS NULL OR o.state = ?) AND contains(o.id, ?) "
+            "ORDER BY o.start_utc DESC LIMIT ?", [state, state, search, limit])
+
     def counts_by_state(self) -> dict[str, int]:
         """Observations per state, every state present (zero where none)."""
         counts = dict.fromkeys(STATES, 0)
