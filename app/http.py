@@ -16,9 +16,11 @@ class MetricsHandler(RequestHandler):
     """Prometheus text exposition of the store's figures."""
 
     def initialize(self, registry: CollectorRegistry) -> None:
+        """Tornado passes the route's arguments here."""
         self.registry = registry
 
     def get(self) -> None:
+        """Scrape: collect from the store now."""
         self.set_header("Content-Type", CONTENT_TYPE_LATEST)
         self.write(generate_latest(self.registry))
 
@@ -27,10 +29,12 @@ class HealthHandler(RequestHandler):
     """JSON: ok, version, observations per state, scheduler running."""
 
     def initialize(self, store: Store, state: RunnerState) -> None:
+        """Tornado passes the route's arguments here."""
         self.store = store
         self.state = state
 
     def get(self) -> None:
+        """Health as JSON; 503 when the scheduler is not running."""
         counts = self.store.counts_by_state()
         body = {
             "ok": bool(self.state.scheduler_running),

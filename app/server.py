@@ -18,8 +18,8 @@ from app.metrics import metrics_registry
 from pipeline.errors import ContimgError
 from pipeline.home import Home
 from pipeline.runner import Runner, RunnerConfig
-from pipeline.stages import default_registry
 from pipeline.runner_state import RunnerState
+from pipeline.stages import default_registry
 from pipeline.store import Store
 from views.pages import PAGES, PageSpec
 

@@ -16,8 +16,8 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
-from typing import TypeVar
 from pathlib import Path
+from typing import TypeVar
 
 import duckdb
 import pandas as pd
@@ -51,7 +51,8 @@ def find_migrations(directory: Path = MIGRATIONS_DIR) -> list[Migration]:
         found.append(Migration(version=int(match.group(1)), path=path))
     versions = [m.version for m in found]
     if versions != list(range(1, len(found) + 1)):
-        raise ValueError(f"{directory}: migrations must be numbered 1..N without gaps, got {versions}")
+        raise ValueError(
+            f"{directory}: migrations must be numbered 1..N without gaps, got {versions}")
     return found
 
 
@@ -333,7 +334,8 @@ class Store:
         updates = dict(updates or {})
         unknown = set(updates) - self.OBSERVATION_RESULT_COLUMNS
         if unknown:
-            raise ValueError(f"stage {claim.stage}: cannot set observation columns {sorted(unknown)}")
+            raise ValueError(
+                f"stage {claim.stage}: cannot set observation columns {sorted(unknown)}")
         return _retry_conflicts(
             lambda: self._finish(claim, spec, now=now, ms_path=ms_path, updates=updates))
 

@@ -106,7 +106,8 @@ class ServedHome:
             wait_http(self.url + "/api/health")
         except OSError:
             self.stop()
-            raise RuntimeError(f"contimg serve did not come up:\n{self.log.read_text()}")
+            raise RuntimeError(
+                f"contimg serve did not come up:\n{self.log.read_text()}") from None
 
     def stop(self) -> int:
         if self.proc.poll() is None:

@@ -6,11 +6,11 @@ import asyncio
 import threading
 
 import pytest
+from conftest import ServedHome, add_observations, free_port
 from playwright.sync_api import expect
 from tornado.ioloop import IOLoop
 
 from app.server import AppContext, make_server
-from conftest import ServedHome, add_observations, free_port
 from pipeline.runner import Runner, RunnerConfig, StageRegistry
 from pipeline.runner_state import RunnerState
 from pipeline.states import STATES
