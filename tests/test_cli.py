@@ -6,8 +6,8 @@ import json
 import socket
 
 import duckdb
-
 from conftest import add_observations, contimg
+
 from pipeline.store import Store
 
 

@@ -6,11 +6,11 @@ import json
 import urllib.request
 
 import pytest
+from conftest import T0, ServedHome, add_observations
 from prometheus_client import generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
 from app.metrics import STAGE_DURATION_BOUNDS_S, metrics_registry
-from conftest import T0, ServedHome, add_observations
 from pipeline.runner import Runner, RunnerConfig, StageRegistry
 from pipeline.runner_state import RunnerState
 from pipeline.store import Store

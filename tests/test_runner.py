@@ -7,8 +7,8 @@ from collections import Counter
 from datetime import timedelta
 
 import pytest
-
 from conftest import add_observations
+
 from pipeline.runner import Runner, RunnerConfig, StageRegistry, StageResult
 from pipeline.runner_state import RunnerState
 from pipeline.states import STAGES, stage_spec

@@ -8,8 +8,8 @@ import sys
 
 import duckdb
 import pytest
-
 from conftest import T0, add_observations
+
 from pipeline.errors import HomeError, SchemaTooNew, StoreCorrupt, StoreLocked
 from pipeline.home import Home
 from pipeline.states import STAGES, STATES
