@@ -1,0 +1,88 @@
+"""The array backend: CuPy when importable and a device answers, NumPy otherwise.
+
+Algorithms take a Backend and use ``backend.xp`` as they would use ``numpy``; copies to
+the host happen once, at the edge, through ``backend.to_host``. ``CONTIMG_BACKEND=cpu``
+or ``gpu`` forces a choice (``gpu`` without a usable device is an error, not a silent
+fallback: an operator who asked for the GPU wants to know).
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from types import ModuleType
+from typing import Any, Literal
+
+import numpy as np
+
+from pipeline.errors import ContimgError
+
+BackendName = Literal["cpu", "gpu"]
+
+
+class GpuUnavailable(ContimgError):
+    """The GPU backend was asked for and cannot be used."""
+
+    def __init__(self, why: str):
+        super().__init__(f"GPU backend requested but unavailable: {why}; "
+                         "unset CONTIMG_BACKEND or set it to cpu")
+
+
+@dataclass(frozen=True, kw_only=True)
+class Backend:
+    """An array module and what it runs on."""
+
+    name: BackendName
+    xp: ModuleType
+    device: str
+
+    def asarray(self, a: Any, dtype: Any = None) -> Any:
+        """``a`` as an array of this backend (a host→device copy on the GPU)."""
+        return self.xp.asarray(a, dtype=dtype)
+
+    def to_host(self, a: Any) -> np.ndarray:
+        """``a`` as a NumPy array (a device→host copy on the GPU)."""
+        return a.get() if hasattr(a, "get") and self.name == "gpu" else np.asarray(a)
+
+
+def gpu_status() -> tuple[bool, str]:
+    """Whether CuPy imports and a CUDA device answers, and why not if not."""
+    try:
+        import cupy
+    except ImportError as exc:
+        return False, f"CuPy is not installed ({exc.name}); install contimg[gpu]"
+    try:
+        n = cupy.cuda.runtime.getDeviceCount()
+    except Exception as exc:  # CUDA driver errors come in several types
+        return False, f"CUDA runtime error: {exc}"
+    if n < 1:
+        return False, "no CUDA device found"
+    return True, f"{n} CUDA device(s)"
+
+
+def cpu_backend() -> Backend:
+    """NumPy on the host."""
+    return Backend(name="cpu", xp=np, device="cpu")
+
+
+def gpu_backend() -> Backend:
+    """CuPy on the current CUDA device; GpuUnavailable if there is none."""
+    ok, why = gpu_status()
+    if not ok:
+        raise GpuUnavailable(why)
+    import cupy
+    props = cupy.cuda.runtime.getDeviceProperties(cupy.cuda.Device().id)
+    name = props["name"].decode() if isinstance(props["name"], bytes) else str(props["name"])
+    return Backend(name="gpu", xp=cupy, device=name)
+
+
+def get_backend(name: str | None = None) -> Backend:
+    """The backend named, else ``$CONTIMG_BACKEND``, else the GPU if usable, else the CPU."""
+    choice = (name or os.environ.get("CONTIMG_BACKEND") or "auto").lower()
+    if choice == "cpu":
+        return cpu_backend()
+    if choice == "gpu":
+        return gpu_backend()
+    if choice != "auto":
+        raise ValueError(f"backend must be cpu, gpu or auto, got {choice!r}")
+    return gpu_backend() if gpu_status()[0] else cpu_backend()

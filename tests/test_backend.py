@@ -1,0 +1,45 @@
+"""The array backend picks NumPy here and CuPy where a GPU answers."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from pipeline.backend import GpuUnavailable, get_backend, gpu_status
+
+HAVE_GPU = gpu_status()[0]
+needs_gpu = pytest.mark.skipif(not HAVE_GPU, reason=f"no GPU: {gpu_status()[1]}")
+
+
+def test_cpu_is_numpy(monkeypatch):
+    monkeypatch.setenv("CONTIMG_BACKEND", "cpu")
+    b = get_backend()
+    assert b.name == "cpu" and b.xp is np
+    a = b.asarray([1, 2, 3], dtype=np.float32)
+    assert b.to_host(a * 2).tolist() == [2, 4, 6]
+
+
+def test_auto_follows_the_machine(monkeypatch):
+    monkeypatch.delenv("CONTIMG_BACKEND", raising=False)
+    assert get_backend().name == ("gpu" if HAVE_GPU else "cpu")
+
+
+@pytest.mark.skipif(HAVE_GPU, reason="this machine has a GPU: the refusal cannot happen")
+def test_forcing_gpu_without_one_is_a_clear_error(monkeypatch):
+    monkeypatch.setenv("CONTIMG_BACKEND", "gpu")
+    with pytest.raises(GpuUnavailable, match="GPU backend requested but unavailable"):
+        get_backend()
+
+
+def test_unknown_backend_is_refused():
+    with pytest.raises(ValueError, match="backend must be cpu, gpu or auto, got 'tpu'"):
+        get_backend("tpu")
+
+
+@pytest.mark.gpu
+@needs_gpu
+def test_gpu_round_trip():
+    b = get_backend("gpu")
+    a = b.asarray(np.arange(4, dtype=np.float32))
+    assert type(b.to_host(a)) is np.ndarray
+    np.testing.assert_array_equal(b.to_host(b.xp.fft.ifft(b.xp.fft.fft(a)).real), np.arange(4))
