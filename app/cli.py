@@ -45,6 +45,30 @@ def build_parser() -> argparse.ArgumentParser:
     process.add_argument("--once", action="store_true",
                          help="process what is ready now, then exit")
     process.add_argument("--workers", type=int, default=2, help="stage jobs run at once")
+    process.add_argument("--stale-after", type=float, default=120.0, metavar="SECONDS",
+                         help="requeue claims whose heartbeat is older than this "
+                              "(default 120; lower it to recover a crashed run at once)")
+
+    sim = sub.add_parser("simulate", parents=[home],
+                         help="write simulated subband files (with a truth file) to incoming/")
+    sim.add_argument("--start", required=True, metavar="ISO",
+                     help="UTC start of the first chunk, e.g. 2026-11-23T12:00:00")
+    sim.add_argument("--minutes", type=float, required=True,
+                     help="minutes to cover (chunks of 309 s)")
+    sim.add_argument("--dec", type=float, required=True, metavar="DEG",
+                     help="pointing declination on the meridian, degrees")
+    sim.add_argument("--antennas", type=int, default=96,
+                     help="antennas, spread along both arms (default 96, the active ones)")
+    sim.add_argument("--channels-per-subband", type=int, default=48, metavar="N",
+                     help="channels per subband file, dividing 48 (default 48)")
+    sim.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    sim.add_argument("--sefd", type=float, default=5800.0, metavar="JY",
+                     help="system equivalent flux density, Jy (default 5800)")
+    sim.add_argument("--rfi", action="store_true", help="add narrow-band RFI and bursts")
+    sim.add_argument("--no-noise", action="store_true", help="no thermal noise")
+    sim.add_argument("--no-gains", action="store_true", help="unit antenna gains")
+    sim.add_argument("--if-empty", action="store_true",
+                     help="do nothing if incoming/ already holds .hdf5 files")
 
     status = sub.add_parser("status", parents=[home],
                             help="counts per state, jobs and open alerts")
@@ -62,7 +86,8 @@ def cmd_serve(args: argparse.Namespace, home: Home) -> int:
 
 def cmd_process(args: argparse.Namespace, home: Home) -> int:
     """Run the pipeline in the foreground: once, or on the scheduler until interrupted."""
-    config = RunnerConfig(workers=args.workers)
+    config = RunnerConfig(workers=args.workers, stale_after_s=args.stale_after,
+                          heartbeat_s=min(10.0, args.stale_after / 2))
     with Store.open(home) as store:
         runner = Runner(store, home, default_registry(), config=config)
         if args.once:
@@ -99,7 +124,42 @@ def cmd_status(args: argparse.Namespace, home: Home) -> int:
     return 0
 
 
-COMMANDS = {"serve": cmd_serve, "process": cmd_process, "status": cmd_status}
+def cmd_simulate(args: argparse.Namespace, home: Home) -> int:
+    """Write simulated DSA-110-like subband files and their truth into the home's incoming/."""
+    from datetime import datetime  # noqa: PLC0415
+
+    from pipeline.simulate import SimConfig, SimulateError, simulate  # noqa: PLC0415 — heavy
+
+    home.ensure()
+    existing = sorted(home.incoming.glob("*.hdf5"))
+    if args.if_empty and existing:
+        print(f"{home.incoming} already holds {len(existing)} .hdf5 files; nothing simulated")
+        return 0
+    try:
+        start = datetime.fromisoformat(args.start.replace("Z", "+00:00"))
+        if start.tzinfo is not None:
+            from datetime import UTC  # noqa: PLC0415
+            start = start.astimezone(UTC).replace(tzinfo=None)
+        config = SimConfig(start=start, minutes=args.minutes, dec_deg=args.dec,
+                           n_antennas=args.antennas,
+                           channels_per_subband=args.channels_per_subband, seed=args.seed,
+                           sefd_jy=args.sefd, rfi=args.rfi, noise=not args.no_noise,
+                           gains=not args.no_gains)
+    except ValueError as exc:
+        raise SimulateError(f"simulate: {exc}") from None
+    from tqdm import tqdm  # noqa: PLC0415
+
+    with tqdm(total=config.n_chunks * 16, unit="file", desc="simulate",
+              disable=None) as bar:
+        result = simulate(home.incoming, config,
+                          progress=lambda done, total: bar.update(done - bar.n))
+    print(f"wrote {len(result.files)} files ({config.n_chunks} chunks) to {home.incoming} "
+          f"in {result.seconds:.1f} s; truth: {result.truth}")
+    return 0
+
+
+COMMANDS = {"serve": cmd_serve, "process": cmd_process, "status": cmd_status,
+            "simulate": cmd_simulate}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

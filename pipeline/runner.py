@@ -248,14 +248,19 @@ class Runner:
         self.refresh_state()
         return outcome
 
-    def run_once(self, *, max_rounds: int = 10_000) -> dict[str, int]:
+    def run_once(self, *, max_rounds: int = 10_000,
+                 rescan_after_s: float = 2.0) -> dict[str, int]:
         """Process everything ready now in this thread, then return outcome counts.
 
-        Tasks run first (ingest finds new files); jobs waiting for a backoff are left.
+        Tasks run twice, ``rescan_after_s`` apart, so ingest can see that a file's size
+        is stable; jobs waiting for a backoff are left.
         """
         self.recover_stale()
-        for task in self.registry.tasks.values():
-            self._run_task(task)
+        for i in range(2 if self.registry.tasks else 0):
+            if i:
+                time.sleep(rescan_after_s)
+            for task in self.registry.tasks.values():
+                self._run_task(task)
         outcomes: dict[str, int] = {}
         for _ in range(max_rounds):
             claims = self.claim_ready(self.config.workers)

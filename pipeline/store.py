@@ -15,7 +15,7 @@ import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import TypeVar
 
@@ -72,6 +72,11 @@ class Observation:
     error: str | None
     quarantined: bool
     ms_path: str | None
+    files: tuple[str, ...] = ()
+
+    def __post_init__(self):
+        # DuckDB hands back VARCHAR[] as a list (or None); a frozen record holds a tuple.
+        object.__setattr__(self, "files", tuple(self.files or ()))
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -96,7 +101,7 @@ class Histogram:
 
 
 _OBS_COLUMNS = ("id, start_utc, mid_mjd, dec_deg, n_subbands, partial, state, attempts, "
-                "next_try_utc, error, quarantined, ms_path")
+                "next_try_utc, error, quarantined, ms_path, files")
 
 
 class Store:
@@ -504,6 +509,60 @@ class Store:
         """Newest alerts first."""
         return self._df("SELECT id, created_utc, severity, kind, subject, message, acknowledged "
                         "FROM alerts ORDER BY created_utc DESC, id DESC LIMIT ?", [limit])
+
+    # ------------------------------------------------ ingest & quarantine
+    def add_ingested_observation(self, *, obs_id: str, start_utc: datetime, mid_mjd: float,
+                                 dec_deg: float, files: Sequence[str], now: datetime,
+                                 partial: bool = False, freq_min_hz: float | None = None,
+                                 freq_max_hz: float | None = None,
+                                 n_channels: int | None = None, n_antennas: int | None = None,
+                                 n_integrations: int | None = None) -> bool:
+        """Register a subband group as a pending observation in one statement.
+
+        ``files`` are the group's subband files; ``n_subbands`` is their count. Returns
+        False (and changes nothing) if an observation with that id is already there.
+        """
+        rows = self._cur.execute(
+            "INSERT INTO observations (id, start_utc, mid_mjd, dec_deg, n_subbands, partial, "
+            "state, files, freq_min_hz, freq_max_hz, n_channels, n_antennas, n_integrations, "
+            "created_utc, updated_utc) "
+            "VALUES (?, ?, ?, ?, ?, ?, 'pending', ?, ?, ?, ?, ?, ?, ?, ?) "
+            "ON CONFLICT DO NOTHING RETURNING id",
+            [obs_id, start_utc, mid_mjd, dec_deg, len(files), partial, list(files), freq_min_hz,
+             freq_max_hz, n_channels, n_antennas, n_integrations, now, now]).fetchall()
+        return bool(rows)
+
+    def registered_files(self, paths: Sequence[str]) -> set[str]:
+        """Those of ``paths`` that already belong to a registered observation."""
+        if not paths:
+            return set()
+        rows = self._cur.execute(
+            "SELECT DISTINCT f FROM (SELECT unnest(files) AS f FROM observations "
+            "WHERE files IS NOT NULL) WHERE list_contains(?, f)", [list(paths)]).fetchall()
+        return {r[0] for r in rows}
+
+    def observation_starting_near(self, start_utc: datetime, *, within_s: float) -> str | None:
+        """Id of an observation whose start is within ``within_s`` of ``start_utc``, if any."""
+        row = self._cur.execute(
+            "SELECT id FROM observations WHERE start_utc BETWEEN ? AND ? "
+            "ORDER BY abs(epoch(start_utc - ?::TIMESTAMP)) LIMIT 1",
+            [start_utc - timedelta(seconds=within_s), start_utc + timedelta(seconds=within_s),
+             start_utc]).fetchone()
+        return row[0] if row else None
+
+    def add_quarantine(self, *, original_path: str, quarantine_path: str | None, stage: str,
+                       reason: str, now: datetime, observation_id: str | None = None) -> int:
+        """Record a file moved to quarantine/ (or a group given up on) and why; returns its id."""
+        return self._cur.execute(
+            "INSERT INTO quarantine (original_path, quarantine_path, observation_id, stage, "
+            "reason, created_utc) VALUES (?, ?, ?, ?, ?, ?) RETURNING id",
+            [original_path, quarantine_path, observation_id, stage, reason, now]).fetchone()[0]
+
+    def quarantined_files(self, *, limit: int = 1000) -> pd.DataFrame:
+        """Quarantined input, newest first, with the reason for each."""
+        return self._df(
+            "SELECT id, original_path, quarantine_path, observation_id, stage, reason, "
+            "created_utc FROM quarantine ORDER BY created_utc DESC, id DESC LIMIT ?", [limit])
 
 
 class _Lost(Exception):

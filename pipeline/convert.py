@@ -1,0 +1,160 @@
+"""The ``convert`` stage: one chunk's subband UVH5 files → one Measurement Set.
+
+Reads the group as one dataset in ascending frequency, phases it to the meridian at
+mid-time, and writes ``ms/.tmp-<id>.ms`` which is renamed to ``ms/<id>.ms`` only once
+complete. The rename is the commit point: a complete ``<id>.ms`` is never half-written,
+so a rerun after a crash reuses it, and a ``.tmp-<id>.ms`` left by a killed attempt is
+removed by the next attempt at the same observation (whose claim proves the old writer
+is gone). The stage takes paths and returns results; it never writes the store.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import time
+import warnings
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from casacore.tables import table
+from pyuvdata import UVData
+
+from pipeline.errors import ContimgError
+from pipeline.ms_writer import write_ms_blocks
+from pipeline.phasing import meridian_ra_deg, mid_jd, pointing_dec_deg, use_bundled_iers
+from pipeline.runner import StageContext, StageResult
+from pipeline.uvh5_group import phase_inplace, read_group
+
+log = logging.getLogger(__name__)
+Progress = Callable[[float], None]
+
+class ConversionError(ContimgError):
+    """An observation's subband files cannot become a Measurement Set."""
+
+    def __init__(self, obs_id: str, problem: str):
+        super().__init__(f"observation {obs_id}: {problem}")
+        self.obs_id = obs_id
+
+
+@dataclass(frozen=True, kw_only=True)
+class ConvertedMS:
+    """What a finished Measurement Set holds, read back from the MS itself."""
+
+    path: Path
+    n_rows: int
+    mid_mjd: float
+    dec_deg: float
+    freq_min_hz: float
+    freq_max_hz: float
+    n_channels: int
+    n_antennas: int
+    n_integrations: int
+    reused: bool = False
+
+    def updates(self) -> dict[str, float | int]:
+        """Observation columns for StageResult.updates."""
+        return {"mid_mjd": self.mid_mjd, "dec_deg": self.dec_deg,
+                "freq_min_hz": self.freq_min_hz, "freq_max_hz": self.freq_max_hz,
+                "n_channels": self.n_channels, "n_antennas": self.n_antennas,
+                "n_integrations": self.n_integrations}
+
+
+def ms_paths(ms_dir: Path, obs_id: str) -> tuple[Path, Path]:
+    """(final, temporary) Measurement Set paths of an observation."""
+    return ms_dir / f"{obs_id}.ms", ms_dir / f".tmp-{obs_id}.ms"
+
+
+def phase_to_meridian(uvd: UVData, *, dec_deg: float, name: str) -> tuple[float, float]:
+    """Phase unprojected ``uvd`` in place to the meridian at its mid-time; (ra_deg, dec_deg)."""
+    ra_deg = meridian_ra_deg(mid_jd(uvd.time_array), uvd.telescope.location)
+    phase_inplace(uvd, ra_deg=ra_deg, dec_deg=dec_deg, name=name)
+    return ra_deg, dec_deg
+
+
+def describe_ms(path: Path) -> ConvertedMS:
+    """Read back what a Measurement Set holds (rows, band, antennas, times, phase centre)."""
+    with table(str(path), ack=False) as main:
+        n_rows = main.nrows()
+        time_s = main.getcol("TIME")
+        ants = np.union1d(main.getcol("ANTENNA1"), main.getcol("ANTENNA2"))
+    with table(str(path / "SPECTRAL_WINDOW"), ack=False) as spw:
+        freqs = spw.getcol("CHAN_FREQ")
+    with table(str(path / "FIELD"), ack=False) as field:
+        phase_dir = field.getcol("PHASE_DIR")
+    unique_t = np.unique(time_s)
+    return ConvertedMS(
+        path=path, n_rows=n_rows, mid_mjd=float((unique_t[0] + unique_t[-1]) / 2 / 86400.0),
+        dec_deg=float(np.rad2deg(phase_dir[0, 0, 1])), freq_min_hz=float(freqs.min()),
+        freq_max_hz=float(freqs.max()), n_channels=int(freqs.size), n_antennas=int(ants.size),
+        n_integrations=int(unique_t.size))
+
+
+def convert_group(files: Sequence[str | Path], *, ms_dir: Path, obs_id: str,
+                  dec_deg: float | None = None, progress: Progress = lambda f: None
+                  ) -> ConvertedMS:
+    """Convert one chunk's subband files to ``ms_dir/<obs_id>.ms``; reuse a complete one.
+
+    The caller must hold the observation's claim: a ``.tmp-<obs_id>.ms`` found here is
+    left by a dead attempt and is removed. ``dec_deg`` defaults to the files' pointing.
+    """
+    use_bundled_iers()
+    final, tmp = ms_paths(Path(ms_dir), obs_id)
+    if tmp.exists():
+        log.warning("%s: removing the half-written MS of an earlier attempt", tmp)
+        shutil.rmtree(tmp)
+    if final.exists():
+        try:
+            done = describe_ms(final)
+        except RuntimeError as exc:  # casacore's error for an unreadable table
+            # A complete MS is only ever renamed in, so this one was damaged afterwards.
+            raise ConversionError(obs_id, f"{final} exists but cannot be opened ({exc}); "
+                                  "move it aside and retry") from exc
+        log.info("%s: already converted, reusing it", final)
+        progress(1.0)
+        return ConvertedMS(**{**done.__dict__, "reused": True})
+
+    t0 = time.perf_counter()
+    uvd = read_group(files, progress=lambda f: progress(0.5 * f))
+    t_read = time.perf_counter()
+    dec = dec_deg if dec_deg is not None else pointing_dec_deg(uvd, source=str(files[0]))
+    phase_to_meridian(uvd, dec_deg=dec, name=obs_id)
+    progress(0.6)
+    t_phase = time.perf_counter()
+    write_ms_blocks(uvd, tmp, progress=lambda f: progress(0.6 + 0.39 * f))
+    del uvd
+    os.rename(tmp, final)
+    _fsync_dir(final.parent)
+    log.info("%s: read %.1f s, phase %.1f s, write %.1f s", final.name, t_read - t0,
+             t_phase - t_read, time.perf_counter() - t_phase)
+    progress(1.0)
+    return describe_ms(final)
+
+
+def convert_stage(ctx: StageContext) -> StageResult:
+    """The registered ``convert`` stage: the observation's files → ``home/ms/<id>.ms``."""
+    obs = ctx.observation
+    if not obs.files:
+        raise ConversionError(obs.id, "no subband files recorded (was it registered by "
+                              "ingest?)")
+    missing = [f for f in obs.files if not Path(f).is_file()]
+    if missing:
+        raise ConversionError(obs.id, f"subband files missing: {', '.join(missing)}")
+    with warnings.catch_warnings():
+        # pyuvdata's notes on 'uncalib' units and unset history are expected for raw data.
+        warnings.filterwarnings("ignore", message=".*units of the data are.*")
+        result = convert_group(obs.files, ms_dir=ctx.home.ms, obs_id=obs.id,
+                               dec_deg=obs.dec_deg, progress=ctx.progress)
+    return StageResult(ms_path=str(result.path), updates=result.updates())
+
+
+def _fsync_dir(path: Path) -> None:
+    # The rename is the commit point; make it durable before the store is told.
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
