@@ -32,7 +32,13 @@ chromium:
 	  $$SUDO apt-get update -qq && $$SUDO apt-get install -y -qq chromium; \
 	fi
 
+# An empty home first gets a demo: an hour of simulated data centred on 3C48's last
+# transit (24 antennas, 4 channels per subband: about 1.5 min to simulate on 2 cores),
+# which the server's scheduler then ingests and processes while the pages show it.
+DEMO := --transit-of 3C48 --minutes 60 --antennas 24 --channels-per-subband 4 --seed 1
+
 run: install
+	$(VENV)/bin/contimg simulate --home $(HOME_DIR) --if-empty $(DEMO)
 	$(VENV)/bin/contimg serve --home $(HOME_DIR) --port $(PORT)
 
 test: install-test

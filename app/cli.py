@@ -7,10 +7,12 @@ import json
 import logging
 import sys
 from collections.abc import Sequence
+from datetime import UTC, datetime, timedelta
 
 from pipeline import __version__
 from pipeline.errors import ContimgError
 from pipeline.home import Home
+from pipeline.phasing import use_bundled_iers
 from pipeline.runner import Runner, RunnerConfig
 from pipeline.stages import default_registry
 from pipeline.store import Store
@@ -51,12 +53,15 @@ def build_parser() -> argparse.ArgumentParser:
 
     sim = sub.add_parser("simulate", parents=[home],
                          help="write simulated subband files (with a truth file) to incoming/")
-    sim.add_argument("--start", required=True, metavar="ISO",
+    sim.add_argument("--start", metavar="ISO",
                      help="UTC start of the first chunk, e.g. 2026-11-23T12:00:00")
     sim.add_argument("--minutes", type=float, required=True,
                      help="minutes to cover (chunks of 309 s)")
-    sim.add_argument("--dec", type=float, required=True, metavar="DEG",
+    sim.add_argument("--dec", type=float, metavar="DEG",
                      help="pointing declination on the meridian, degrees")
+    sim.add_argument("--transit-of", metavar="NAME",
+                     help="centre the run on the last transit of this calibrator (3C286, "
+                          "3C48, 3C147, 3C138) before --start or now; --dec defaults to its")
     sim.add_argument("--antennas", type=int, default=96,
                      help="antennas, spread along both arms (default 96, the active ones)")
     sim.add_argument("--channels-per-subband", type=int, default=48, metavar="N",
@@ -124,10 +129,34 @@ def cmd_status(args: argparse.Namespace, home: Home) -> int:
     return 0
 
 
+def _simulation_window(args: argparse.Namespace) -> tuple[datetime, float]:
+    """(start, dec) from --start/--dec, or centred on a calibrator's transit."""
+    start = None
+    if args.start:
+        start = datetime.fromisoformat(args.start.replace("Z", "+00:00"))
+        if start.tzinfo is not None:
+            start = start.astimezone(UTC).replace(tzinfo=None)
+    if args.transit_of:
+        from pipeline.simulate.sky import load_calibrators  # noqa: PLC0415
+        from pipeline.transits import previous_transit  # noqa: PLC0415
+        cals = load_calibrators()
+        names = {n.upper(): i for i, n in enumerate(cals.names)}
+        if args.transit_of.upper() not in names:
+            raise ValueError(f"--transit-of {args.transit_of}: not a calibrator in data/ "
+                             f"({', '.join(cals.names)})")
+        i = names[args.transit_of.upper()]
+        transit = previous_transit(float(cals.ra_deg[i]), start or datetime.now(UTC).replace(
+            tzinfo=None))
+        start = (transit - timedelta(minutes=args.minutes / 2)).replace(microsecond=0)
+        dec = args.dec if args.dec is not None else float(cals.dec_deg[i])
+        return start, dec
+    if start is None or args.dec is None:
+        raise ValueError("give --start and --dec, or --transit-of NAME")
+    return start, args.dec
+
+
 def cmd_simulate(args: argparse.Namespace, home: Home) -> int:
     """Write simulated DSA-110-like subband files and their truth into the home's incoming/."""
-    from datetime import datetime  # noqa: PLC0415
-
     from pipeline.simulate import SimConfig, SimulateError, simulate  # noqa: PLC0415 — heavy
 
     home.ensure()
@@ -136,11 +165,8 @@ def cmd_simulate(args: argparse.Namespace, home: Home) -> int:
         print(f"{home.incoming} already holds {len(existing)} .hdf5 files; nothing simulated")
         return 0
     try:
-        start = datetime.fromisoformat(args.start.replace("Z", "+00:00"))
-        if start.tzinfo is not None:
-            from datetime import UTC  # noqa: PLC0415
-            start = start.astimezone(UTC).replace(tzinfo=None)
-        config = SimConfig(start=start, minutes=args.minutes, dec_deg=args.dec,
+        start, dec = _simulation_window(args)
+        config = SimConfig(start=start, minutes=args.minutes, dec_deg=dec,
                            n_antennas=args.antennas,
                            channels_per_subband=args.channels_per_subband, seed=args.seed,
                            sefd_jy=args.sefd, rfi=args.rfi, noise=not args.no_noise,
@@ -169,6 +195,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     if not args.verbose:
         logging.getLogger("apscheduler").setLevel(logging.WARNING)  # one line per tick otherwise
+    use_bundled_iers()  # a closed observatory network: astropy must never try to download
     try:
         home = Home.resolve(getattr(args, "home", None))
         return COMMANDS[args.command](args, home)

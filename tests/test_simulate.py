@@ -17,7 +17,7 @@ from pipeline.simulate import SimConfig, Sky, load_catalog, load_truth, simulate
 from pipeline.simulate.instrument import DEFAULT_LAYOUT, INTEGRATION_S, load_layout
 from pipeline.simulate.sky import load_calibrators, meridian_icrs, perley_butler, source_enu
 from pipeline.simulate.writer import offline_iers
-from tests.conftest import contimg
+from conftest import contimg
 
 T0 = datetime(2026, 11, 23, 12, 0, 0)
 NAME = re.compile(r"^(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d)_sb(\d\d)\.hdf5$")
@@ -316,3 +316,21 @@ def test_cli_bad_arguments_one_line_error(tmp_path, bad, match):
     assert r.returncode == 1
     assert r.stderr.count("\n") == 1 and match in r.stderr, r.stderr
     assert not list((tmp_path / "h" / "incoming").glob("*.hdf5"))
+
+
+def test_cli_centres_a_run_on_a_calibrator_transit(tmp_path):
+    from pipeline.transits import hour_angle_deg
+    home = tmp_path / "home"
+    result = contimg("simulate", "--home", str(home), "--transit-of", "3C48", "--minutes", "10",
+                     "--antennas", "6", "--channels-per-subband", "1", "--start",
+                     "2026-11-23T12:00:00")
+    assert result.returncode == 0, result.stderr
+    [truth] = (home / "incoming" / "truth").glob("*.json")
+    start = datetime.fromisoformat(truth.stem)
+    ha = hour_angle_deg(24.422083, start + timedelta(minutes=5))
+    assert min(ha, 360 - ha) < 0.01  # 3C48 on the meridian mid-run
+    assert start < datetime(2026, 11, 23, 12)
+    assert len(list((home / "incoming").glob("*.hdf5"))) == 32
+    meta = UVData()
+    meta.read(sorted((home / "incoming").glob("*.hdf5"))[0], file_type="uvh5", read_data=False)
+    assert meta.extra_keywords["pointing_dec_deg"] == pytest.approx(33.15975)
