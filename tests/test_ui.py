@@ -168,3 +168,4 @@ def test_pipeline_page_lists_and_retries(served_with_failure, page):
     expect(rows).to_have_count(0)  # the filter still says failed
     health = json.loads(urllib.request.urlopen(served.url + "/api/health").read())
     assert health["counts"]["failed"] == 0 and health["counts"]["pending"] == 5
+

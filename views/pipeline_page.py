@@ -16,8 +16,11 @@ ALL = "all"
 _DONE_STAGES = {spec.to_state: i + 1 for i, spec in enumerate(STAGES)}
 _RUNNING_STAGES = {spec.running_state: i for i, spec in enumerate(STAGES)}
 _WAITING_STAGES = {spec.from_state: i for i, spec in enumerate(STAGES)}
-COLUMNS = ["id", "start_utc", "dec_deg", "n_subbands", "partial", "state", "stage",
-           "pipeline", "attempts", "next_try_utc", "error", "quarantine_reason"]
+COLUMNS = ["id", "state", "stage", "pipeline", "attempts", "error", "quarantine_reason",
+           "next_try_utc", "start_utc", "dec_deg", "n_subbands", "partial"]
+TITLES = {"id": "observation", "pipeline": "progress %", "quarantine_reason": "quarantined",
+          "next_try_utc": "next try (UTC)", "start_utc": "start (UTC)", "dec_deg": "dec (°)",
+          "n_subbands": "subbands"}
 
 
 def pipeline_fraction(state: str, job_progress: float) -> float:
@@ -35,8 +38,8 @@ def pipeline_fraction(state: str, job_progress: float) -> float:
 def shape_rows(rows: pd.DataFrame) -> pd.DataFrame:
     """Store rows → the table's columns, with overall pipeline progress."""
     out = rows.copy()
-    out["pipeline"] = [pipeline_fraction(s, p) for s, p in zip(out.state, out.progress,
-                                                              strict=True)]
+    out["pipeline"] = [round(100 * pipeline_fraction(s, p)) for s, p in
+                       zip(out.state, out.progress, strict=True)]
     return out.reindex(columns=COLUMNS)
 
 
@@ -61,7 +64,9 @@ class PipelinePage(pn.viewable.Viewer):
         self._table = pn.widgets.Tabulator(
             self.rows(), show_index=False, disabled=True, selectable="checkbox",
             pagination="remote", page_size=25, sizing_mode="stretch_width",
-            formatters={"pipeline": {"type": "progress", "max": 1, "legend": False}},
+            formatters={"pipeline": {"type": "progress", "max": 100, "legend": True,
+                                     "legendColor": "#000"}},
+            titles=TITLES, widths={"pipeline": 120, "error": 280, "quarantine_reason": 280},
             css_classes=["pipeline-table"])
         self._retry = pn.widgets.Button(name="Retry selected failed", disabled=True,
                                         css_classes=["retry-button"])
