@@ -6,7 +6,7 @@ import asyncio
 import threading
 
 import pytest
-from conftest import ServedHome, add_observations, free_port
+from conftest import T0, ServedHome, add_observations, free_port
 from playwright.sync_api import expect
 from tornado.ioloop import IOLoop
 
@@ -141,6 +141,10 @@ def served_with_failure(home):
         reg.register_stage("convert", convert)
         Runner(store, home, reg, config=Config(max_attempts=1)).run_once()
         add_observations(store, 4)
+        store.add_quarantine(original_path="/in/2026-11-23T12:00:03_sb07.hdf5",
+                             quarantine_path="/q/2026-11-23T12:00:03_sb07.hdf5", stage="ingest",
+                             reason="sb07: not a readable UVH5 file (truncated)",
+                             now=T0, observation_id=bad)
     server = ServedHome(home, "--paused")
     yield server, bad
     assert server.stop() == 0
@@ -156,6 +160,8 @@ def test_pipeline_page_lists_and_retries(served_with_failure, page):
     failed_row = rows.filter(has_text=bad)
     expect(failed_row).to_contain_text("sb07: truncated HDF5 file")
     expect(failed_row).to_contain_text("failed")
+    expect(failed_row).to_contain_text("not a readable UVH5 file (truncated)")
+    expect(page.locator(".quarantine-table")).to_contain_text("2026-11-23T12:00:03_sb07.hdf5")
 
     page.locator(".pipeline-table").page.get_by_role("combobox").first.select_option("failed")
     expect(rows).to_have_count(1)

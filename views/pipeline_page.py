@@ -80,7 +80,12 @@ class PipelinePage(pn.viewable.Viewer):
             pn.widgets.TextInput.from_param(self.param.search, width=240,
                                             placeholder="e.g. 2026-11-23T12"),
             pn.Column(pn.Spacer(height=18), self._retry), self._message)
+        self._quarantine = pn.widgets.Tabulator(
+            self.store.quarantined_files(limit=200), show_index=False, disabled=True,
+            pagination="local", page_size=10, sizing_mode="stretch_width",
+            css_classes=["quarantine-table"])
         return pn.Column(pn.pane.Markdown("## Pipeline & jobs"), filters, self._table,
+                         pn.pane.Markdown("### Quarantined input"), self._quarantine,
                          sizing_mode="stretch_width")
 
     def _selected_failed(self) -> list[str]:
@@ -107,3 +112,4 @@ class PipelinePage(pn.viewable.Viewer):
         rows = self.rows()
         self._table.value = rows
         self._table.selection = [i for i, obs in enumerate(rows.id) if obs in chosen]
+        self._quarantine.value = self.store.quarantined_files(limit=200)
