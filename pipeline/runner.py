@@ -70,6 +70,7 @@ class StageContext:
     home: Home
     attempt: int
     progress: Callable[[float], None]
+    inputs: Mapping[str, object] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -81,9 +82,27 @@ class StageResult:
 
     ms_path: str | None = None
     updates: Mapping[str, object] = field(default_factory=dict)
+    payload: object = None
+
+
+class StageWait(Exception):  # noqa: N818 — a signal to the runner, not an error
+    """Raised by a stage (or its prepare hook) that cannot run yet; not a failed attempt.
+
+    The observation goes back to the stage's waiting state with ``reason`` shown, and
+    is tried again after ``retry_after_s`` (e.g. "no calibration" until a table arrives).
+    """
+
+    def __init__(self, reason: str, *, retry_after_s: float = 60.0):
+        super().__init__(reason)
+        self.reason = reason
+        self.retry_after_s = retry_after_s
 
 
 StageFn = Callable[[StageContext], StageResult | None]
+#: Runs in the server process before the stage: reads the store, returns ctx.inputs.
+PrepareFn = Callable[[Store, Observation, datetime], Mapping[str, object]]
+#: Runs in the server process after the stage: writes what the stage produced.
+RecordFn = Callable[[Store, Observation, StageResult, datetime], None]
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -112,12 +131,25 @@ class StageRegistry:
     """Stage functions by stage name, and periodic tasks; later stages register here."""
 
     stages: dict[str, StageFn] = field(default_factory=dict)
+    prepares: dict[str, PrepareFn] = field(default_factory=dict)
+    records: dict[str, RecordFn] = field(default_factory=dict)
     tasks: dict[str, PeriodicTask] = field(default_factory=dict)
 
-    def register_stage(self, name: str, fn: StageFn) -> None:
-        """Run ``fn`` for every observation entering stage ``name``."""
+    def register_stage(self, name: str, fn: StageFn, *, prepare: PrepareFn | None = None,
+                       record: RecordFn | None = None) -> None:
+        """Run ``fn`` for every observation entering stage ``name``.
+
+        ``fn`` takes paths and parameters only (it may run on another machine);
+        ``prepare`` and ``record`` run in the server process around it and are the only
+        parts that touch the store.
+        """
         stage_spec(name)
         self.stages[name] = fn
+        for hooks, hook in ((self.prepares, prepare), (self.records, record)):
+            if hook is None:
+                hooks.pop(name, None)
+            else:
+                hooks[name] = hook
 
     def register_task(self, name: str, fn: TaskFn, *, every_s: float) -> None:
         """Run ``fn`` every ``every_s`` seconds."""
@@ -229,14 +261,26 @@ class Runner:
         spec = stage_spec(claim.stage)
         fn = self.registry.stages[claim.stage]
         obs = self.store.observation(claim.observation_id)
-        ctx = StageContext(observation=obs, home=self.home, attempt=claim.attempts,
-                           progress=lambda f: self._progress(claim, f))
+        prepare = self.registry.prepares.get(claim.stage)
+        record = self.registry.records.get(claim.stage)
         t0 = time.perf_counter()
         try:
+            inputs = prepare(self.store, obs, self.clock()) if prepare else {}
+            ctx = StageContext(observation=obs, home=self.home, attempt=claim.attempts,
+                               progress=lambda f: self._progress(claim, f), inputs=inputs)
             result = fn(ctx) or StageResult()
             # Recording the result is part of the attempt: if it is refused, the job failed.
+            if record:
+                record(self.store, obs, result, self.clock())
             ok = self.store.finish(claim, spec, now=self.clock(), ms_path=result.ms_path,
                                    updates=result.updates)
+        except StageWait as wait:
+            now = self.clock()
+            ok = self.store.release_to_wait(
+                claim, spec, reason=wait.reason, now=now,
+                retry_at=now + timedelta(seconds=wait.retry_after_s))
+            outcome = "waiting" if ok else "lost"
+            log.info("%s %s waits: %s", claim.stage, claim.observation_id, wait.reason)
         except Exception as exc:  # a stage failure must never take the runner down
             outcome = self._failed(claim, spec, exc)
         else:

@@ -398,6 +398,32 @@ class Store:
             return None
         return job_state
 
+    def release_to_wait(self, claim: Claim, spec: StageSpec, *, reason: str, now: datetime,
+                        retry_at: datetime) -> bool:
+        """Hand a claimed job back uncounted: it could not start yet (e.g. no calibration)."""
+        return _retry_conflicts(lambda: self._release_to_wait(
+            claim, spec, reason=reason, now=now, retry_at=retry_at))
+
+    def _release_to_wait(self, claim: Claim, spec: StageSpec, *, reason: str, now: datetime,
+                         retry_at: datetime) -> bool:
+        try:
+            with self._transaction() as cur:
+                row = cur.execute(
+                    "UPDATE jobs SET state = 'retry', attempts = attempts - 1, next_try_utc = ?, "
+                    "error = ?, claimed_by = NULL, finished_utc = NULL, progress = 0 "
+                    "WHERE id = ? AND claimed_by = ? AND state = 'running' RETURNING attempts",
+                    [retry_at, reason, claim.job_id, claim.worker]).fetchone()
+                if row is None:
+                    raise _Lost
+                cur.execute(
+                    "UPDATE observations SET state = ?, attempts = ?, error = ?, "
+                    "next_try_utc = ?, updated_utc = ? WHERE id = ? AND state = ?",
+                    [spec.from_state, row[0], reason, retry_at, now, claim.observation_id,
+                     spec.running_state])
+        except _Lost:
+            return False
+        return True
+
     def requeue_stale(self, stages: Sequence[StageSpec], *, stale_before: datetime,
                       now: datetime) -> list[int]:
         """Return running jobs whose heartbeat is older than ``stale_before`` to the queue."""

@@ -299,3 +299,40 @@ def test_stage_result_cannot_set_other_columns(store, home, clock):
     row = store.observations().iloc[0]
     assert row.state == "failed"
     assert "cannot set observation columns ['state']" in row.error
+
+
+def test_stage_that_cannot_start_yet_waits_without_spending_attempts(store, home, clock):
+    from pipeline.runner import StageWait
+    [obs] = add_observations(store, 1, state="converted")
+    tables: list[str] = []
+
+    def prepare(store_, observation, now):
+        if not tables:
+            raise StageWait("no calibration", retry_after_s=300)
+        return {"table": tables[0]}
+
+    seen = []
+    reg = StageRegistry()
+    reg.register_stage("calibrate", lambda ctx: seen.append(ctx.inputs["table"]),
+                       prepare=prepare)
+    runner = Runner(store, home, reg, clock=clock, config=RunnerConfig(max_attempts=1))
+    for _ in range(3):  # waiting again and again never quarantines
+        assert runner.run_once() == {"waiting": 1}
+        row = store.observation(obs)
+        assert (row.state, row.error, row.attempts) == ("converted", "no calibration", 0)
+        assert runner.run_once() == {}  # not before retry_after_s
+        clock.advance(300)
+    tables.append("/cal/3C48.G")
+    assert runner.run_once() == {"done": 1}
+    assert seen == ["/cal/3C48.G"]
+    assert store.observation(obs).state == "calibrated"
+
+
+def test_record_hook_runs_in_the_server_with_the_result(store, home, clock):
+    [obs] = add_observations(store, 1)
+    recorded = []
+    reg = StageRegistry()
+    reg.register_stage("convert", lambda ctx: StageResult(payload={"rows": 42}),
+                       record=lambda s, o, result, now: recorded.append((o.id, result.payload)))
+    Runner(store, home, reg, clock=clock).run_once()
+    assert recorded == [(obs, {"rows": 42})]
