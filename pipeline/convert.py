@@ -1,11 +1,12 @@
 """The ``convert`` stage: one chunk's subband UVH5 files → one Measurement Set.
 
-Reads the group as one dataset in ascending frequency, phases it to the meridian at
-mid-time, and writes ``ms/.tmp-<id>.ms`` which is renamed to ``ms/<id>.ms`` only once
-complete. The rename is the commit point: a complete ``<id>.ms`` is never half-written,
-so a rerun after a crash reuses it, and a ``.tmp-<id>.ms`` left by a killed attempt is
-removed by the next attempt at the same observation (whose claim proves the old writer
-is gone). The stage takes paths and returns results; it never writes the store.
+Reads the group's metadata, phases it to the meridian at mid-time, then streams the
+visibilities in row blocks — read, put in ascending frequency, w-phased, written — into
+``ms/.tmp-<id>.ms``, which is renamed to ``ms/<id>.ms`` only once complete. The rename
+is the commit point: a complete ``<id>.ms`` is never half-written, so a rerun after a
+crash reuses it, and a ``.tmp-<id>.ms`` left by a killed attempt is removed by the next
+attempt at the same observation (whose claim proves the old writer is gone). The stage
+takes paths and returns results; it never writes the store.
 """
 
 from __future__ import annotations
@@ -27,7 +28,13 @@ from pipeline.errors import ContimgError
 from pipeline.ms_writer import write_ms_blocks
 from pipeline.phasing import meridian_ra_deg, mid_jd, pointing_dec_deg, use_bundled_iers
 from pipeline.runner import StageContext, StageResult
-from pipeline.uvh5_group import phase_inplace, read_group
+from pipeline.uvh5_group import (
+    block_rows,
+    iter_phased_blocks,
+    open_group,
+    phase_inplace,
+    phase_metadata,
+)
 
 log = logging.getLogger(__name__)
 Progress = Callable[[float], None]
@@ -69,9 +76,16 @@ def ms_paths(ms_dir: Path, obs_id: str) -> tuple[Path, Path]:
 
 
 def phase_to_meridian(uvd: UVData, *, dec_deg: float, name: str) -> tuple[float, float]:
-    """Phase unprojected ``uvd`` in place to the meridian at its mid-time; (ra_deg, dec_deg)."""
+    """Phase unprojected ``uvd`` in place to the meridian at its mid-time; (ra_deg, dec_deg).
+
+    A ``uvd`` without data arrays (``open_group``'s) has only its uvw and phase centre
+    changed.
+    """
     ra_deg = meridian_ra_deg(mid_jd(uvd.time_array), uvd.telescope.location)
-    phase_inplace(uvd, ra_deg=ra_deg, dec_deg=dec_deg, name=name)
+    if uvd.data_array is None:  # metadata only: the caller applies the w-term per block
+        phase_metadata(uvd, ra_deg=ra_deg, dec_deg=dec_deg, name=name)
+    else:
+        phase_inplace(uvd, ra_deg=ra_deg, dec_deg=dec_deg, name=name)
     return ra_deg, dec_deg
 
 
@@ -118,18 +132,19 @@ def convert_group(files: Sequence[str | Path], *, ms_dir: Path, obs_id: str,
         return ConvertedMS(**{**done.__dict__, "reused": True})
 
     t0 = time.perf_counter()
-    uvd = read_group(files, progress=lambda f: progress(0.5 * f))
-    t_read = time.perf_counter()
+    uvd, layout = open_group(files, progress=lambda f: progress(0.1 * f))
     dec = dec_deg if dec_deg is not None else pointing_dec_deg(uvd, source=str(files[0]))
     phase_to_meridian(uvd, dec_deg=dec, name=obs_id)
-    progress(0.6)
-    t_phase = time.perf_counter()
-    write_ms_blocks(uvd, tmp, progress=lambda f: progress(0.6 + 0.39 * f))
-    del uvd
+    t_meta = time.perf_counter()
+    # Unprojected data carry no w-term (old w = 0): the whole new w is applied.
+    blocks = iter_phased_blocks(layout, delta_w_m=uvd.uvw_array[:, 2],
+                                freqs_hz=uvd.freq_array, rows_per_block=block_rows(layout))
+    write_ms_blocks(uvd, tmp, blocks=blocks, progress=lambda f: progress(0.1 + 0.89 * f))
+    del uvd, blocks
     os.rename(tmp, final)
     _fsync_dir(final.parent)
-    log.info("%s: read %.1f s, phase %.1f s, write %.1f s", final.name, t_read - t0,
-             t_phase - t_read, time.perf_counter() - t_phase)
+    log.info("%s: metadata and uvw %.1f s, read-phase-write %.1f s", final.name,
+             t_meta - t0, time.perf_counter() - t_meta)
     progress(1.0)
     return describe_ms(final)
 

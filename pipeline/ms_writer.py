@@ -2,14 +2,17 @@
 
 The MAIN table is laid out exactly as pyuvdata's ``UVData.write_ms`` lays it out (its own
 skeleton and subtable writers are used), but the visibility columns are written in blocks
-of rows so that a caller sees progress and peak memory stays at one block of copies.
-A test holds the result equal to ``write_ms``'s.
+of rows so that a caller sees progress and peak memory stays at one block of copies. The
+blocks come from the UVData's own arrays or, streamed, from the reader
+(``uvh5_group.iter_phased_blocks``), in which case the UVData holds only metadata and
+the full band is never in memory at once. A test holds the result equal to
+``write_ms``'s.
 """
 
 from __future__ import annotations
 
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 
 import numpy as np
@@ -17,6 +20,8 @@ from astropy.time import Time
 from casacore.tables import table
 from pyuvdata import utils as uvutils
 from pyuvdata.utils.io import ms as ms_utils
+
+from pipeline.uvh5_group import Block
 
 #: Rows per putcol block: 64 k rows × 768 channels × 2 pols × 8 B ≈ 0.8 GB of DATA would be
 #: too much; the block is sized from the channel count to about this many bytes of DATA.
@@ -26,22 +31,37 @@ BLOCK_BYTES = 128 * 2**20
 def row_weights(nsample: np.ndarray) -> np.ndarray:
     """Median over channels of (nrow, nchan, npol) sample counts, as write_ms computes it.
 
-    Rows whose channels all agree (nearly every row) skip the sort a median needs.
+    Rows whose channels all agree (nearly every row) skip the sort a median needs. The
+    test runs along memory (each value against the one a channel earlier), not across
+    the channel axis, which numpy reduces slowly.
     """
-    lo, hi = nsample.min(axis=1), nsample.max(axis=1)
-    weights = lo.astype(np.float64)
-    mixed = np.flatnonzero((lo != hi).any(axis=1))
+    nrow, _, npol = nsample.shape
+    flat = nsample.reshape(nrow, -1)
+    same = (flat[:, npol:] == flat[:, :-npol]).all(axis=1)
+    weights = nsample[:, 0, :].astype(np.float64)
+    mixed = np.flatnonzero(~same)
     if mixed.size:
         weights[mixed] = np.median(nsample[mixed], axis=1)
     return weights
 
 
+def _array_blocks(uvd, rows_per_block: int) -> Iterator[Block]:
+    for start in range(0, uvd.Nblts, rows_per_block):
+        rows = slice(start, start + rows_per_block)
+        yield Block(start=start, data=uvd.data_array[rows], flags=uvd.flag_array[rows],
+                    nsamples=uvd.nsample_array[rows])
+
+
 def write_ms_blocks(uvd, path: Path, *, progress: Callable[[float], None] = lambda f: None,
-                    block_bytes: int = BLOCK_BYTES) -> None:
+                    block_bytes: int = BLOCK_BYTES, blocks: Iterable[Block] | None = None
+                    ) -> None:
     """Write ``uvd`` (phased, one spw) as a new Measurement Set at ``path``.
 
     Same columns, subtables and conventions as pyuvdata's ``write_ms`` (data conjugated,
     UVW negated: ``flip_conj``); ``progress`` gets 0–1 as row blocks are written.
+    ``blocks``, when given, supply the visibilities, flags and sample counts (in UVData's
+    conventions, channels ascending) in place of ``uvd``'s arrays, which may then be
+    None; together they must cover every row once.
     """
     if uvd.Nspws != 1:
         raise ValueError(f"{path}: {uvd.Nspws} spectral windows; this writer takes one")
@@ -58,21 +78,32 @@ def write_ms_blocks(uvd, path: Path, *, progress: Callable[[float], None] = lamb
         raise ValueError(f"{path}: baselines must be conjugated ant1<=ant2 for CASA")
 
     nrow = uvd.Nblts
-    bytes_per_row = uvd.Nfreqs * uvd.Npols * 8
-    step = max(1, min(nrow, block_bytes // max(bytes_per_row, 1)))
+    if blocks is None:
+        bytes_per_row = uvd.Nfreqs * uvd.Npols * 8
+        blocks = _array_blocks(uvd, max(1, min(nrow, block_bytes // max(bytes_per_row, 1))))
+    weights = np.empty((nrow, uvd.Npols))
+    written = 0
+    casa = None  # one reused buffer for the conjugated block
     ms = ms_utils.init_ms_file(str(path))
     try:
         ms.addrows(nrow)
-        for start in range(0, nrow, step):
-            rows = slice(start, min(start + step, nrow))
-            n = rows.stop - rows.start
+        for block in blocks:
+            n = block.data.shape[0]
+            if casa is None or casa.shape[0] < n or casa.dtype != block.data.dtype:
+                casa = np.empty(block.data.shape, block.data.dtype)
             # CASA's convention is the conjugate of UVData's (pyuvdata's flip_conj=True).
-            ms.putcol("DATA", np.conj(uvd.data_array[rows][:, :, pol_order]), start, n)
-            ms.putcol("WEIGHT_SPECTRUM", uvd.nsample_array[rows][:, :, pol_order], start, n)
-            ms.putcol("FLAG", uvd.flag_array[rows][:, :, pol_order], start, n)
-            progress(0.9 * rows.stop / nrow)
+            np.conjugate(block.data[:, :, pol_order], out=casa[:n])
+            nsamples = block.nsamples[:, :, pol_order]
+            ms.putcol("DATA", casa[:n], block.start, n)
+            ms.putcol("WEIGHT_SPECTRUM", np.ascontiguousarray(nsamples), block.start, n)
+            ms.putcol("FLAG", np.ascontiguousarray(block.flags[:, :, pol_order]),
+                      block.start, n)
+            weights[block.start:block.start + n] = row_weights(nsamples)
+            written += n
+            progress(0.9 * min(written, nrow) / nrow)
+        if written != nrow:
+            raise ValueError(f"{path}: the blocks held {written} rows, expected {nrow}")
 
-        weights = row_weights(uvd.nsample_array[:, :, pol_order])
         times, inverse = np.unique(uvd.time_array, return_inverse=True)
         times = (Time(times, format="jd", scale="utc").mjd * 86400.0)[inverse]
         field_ids = np.empty_like(uvd.phase_center_id_array)

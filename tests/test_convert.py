@@ -29,7 +29,14 @@ from pipeline.phasing import meridian_ra_deg, mid_jd, use_bundled_iers
 from pipeline.runner import Runner
 from pipeline.stages import default_registry
 from pipeline.store import Store
-from pipeline.uvh5_group import apply_w_phasor_inplace, read_group
+from pipeline.uvh5_group import (
+    Block,
+    apply_w_phasor_inplace,
+    block_rows,
+    iter_phased_blocks,
+    open_group,
+    read_group,
+)
 
 START = datetime(2026, 11, 23, 12, 0, 0)
 OBS_ID = START.strftime(NAME_FORMAT)
@@ -327,4 +334,83 @@ def test_row_weights_equal_the_median():
     rng = np.random.default_rng(2)
     nsample = np.ones((50, 7, 2), np.float32)
     nsample[::3] = rng.uniform(0, 1, (17, 7, 2))
+    np.testing.assert_array_equal(row_weights(nsample), np.median(nsample, axis=1))
+
+
+def test_streamed_blocks_equal_the_phased_whole_band(chunk):
+    """Descending files read by row blocks (storage order, reversed view) = the whole band."""
+    use_bundled_iers()
+    whole = read_group(chunk)
+    phase_to_meridian(whole, dec_deg=DEC, name=OBS_ID)
+    meta, layout = open_group(chunk)
+    assert meta.data_array is None
+    assert layout.to_ascending == slice(None, None, -1)  # DSA-110: the whole band descends
+    assert layout.paths[0].name.endswith("_sb00.hdf5")
+    phase_to_meridian(meta, dec_deg=DEC, name=OBS_ID)
+    np.testing.assert_array_equal(meta.uvw_array, whole.uvw_array)
+    rows = 0
+    for block in iter_phased_blocks(layout, delta_w_m=meta.uvw_array[:, 2],
+                                    freqs_hz=meta.freq_array, rows_per_block=10):
+        span = slice(block.start, block.start + block.data.shape[0])
+        np.testing.assert_allclose(block.data, whole.data_array[span], rtol=0, atol=1e-6)
+        np.testing.assert_array_equal(block.flags, whole.flag_array[span])
+        np.testing.assert_array_equal(block.nsamples, whole.nsample_array[span])
+        rows += block.data.shape[0]
+    assert rows == N_BL * N_TIMES  # 84 rows in blocks of 10: a short last block too
+
+
+def _rewrite_datasets(path: Path, change) -> None:
+    """Replace the file's Data datasets by ``change(name, array)`` (uncompressed)."""
+    with h5py.File(path, "r+") as f:
+        for name in ("visdata", "flags", "nsamples"):
+            values = change(name, f["Data"][name][()])
+            del f["Data"][name]
+            f["Data"].create_dataset(name, data=values)
+
+
+def test_old_shape_and_ascending_files_read_as_pyuvdata_reads_them(chunk):
+    """DSA-110's writer keeps the spw axis (Nblts, 1, Nfreqs, Npols); other writers ascend."""
+    use_bundled_iers()
+    theirs = UVData()
+    theirs.read([str(p) for p in chunk], file_type="uvh5", axis="freq")
+    theirs.reorder_freqs(channel_order="freq")
+    for path in chunk[:8]:
+        _rewrite_datasets(path, lambda name, a: a[:, None])
+    for path in chunk[8:]:  # these files list their channels ascending
+        _rewrite_datasets(path, lambda name, a: a[:, ::-1])
+        with h5py.File(path, "r+") as f:
+            for key in ("freq_array", "channel_width"):
+                if f["Header"][key].shape:
+                    f["Header"][key][...] = f["Header"][key][()][..., ::-1]
+    ours = read_group(chunk)
+    assert isinstance(open_group(chunk)[1].to_ascending, np.ndarray)  # mixed orders
+    np.testing.assert_array_equal(ours.freq_array, theirs.freq_array)
+    np.testing.assert_array_equal(ours.data_array, theirs.data_array)
+    np.testing.assert_array_equal(ours.flag_array, theirs.flag_array)
+    np.testing.assert_array_equal(ours.nsample_array, theirs.nsample_array)
+
+
+def test_block_rows_are_whole_hdf5_chunks(chunk):
+    _, layout = open_group(chunk)
+    assert layout.n_blt % layout.row_align == 0 or layout.row_align > layout.n_blt
+    step = block_rows(layout, block_bytes=1)
+    assert step == min(layout.row_align, layout.n_blt)
+    assert block_rows(layout, block_bytes=2**40) == layout.n_blt
+
+
+def test_writer_rejects_blocks_that_miss_rows(chunk, tmp_path):
+    uvd = read_group(chunk)
+    phase_to_meridian(uvd, dec_deg=DEC, name=OBS_ID)
+    short = [Block(start=0, data=uvd.data_array[:5], flags=uvd.flag_array[:5],
+                   nsamples=uvd.nsample_array[:5])]
+    with pytest.raises(ValueError, match=r"ours\.ms: the blocks held 5 rows, expected 84"):
+        write_ms_blocks(uvd, tmp_path / "ours.ms", blocks=short)
+
+
+def test_row_weights_median_of_mixed_rows_per_polarization():
+    from pipeline.ms_writer import row_weights
+    nsample = np.ones((4, 5, 2), np.float32)
+    nsample[1, :, 0] = 2.0          # constant per pol, different between pols
+    nsample[2, 3, 1] = 0.0          # one channel differs in one pol only
+    nsample[3] = np.arange(10, dtype=np.float32).reshape(5, 2)
     np.testing.assert_array_equal(row_weights(nsample), np.median(nsample, axis=1))
