@@ -16,7 +16,7 @@ from pipeline.phasing import use_bundled_iers
 from pipeline.simulate.instrument import INTEGRATION_S, OVRO, load_layout
 
 N_ANT, N_CHAN, DEC = 6, 1, 33.16
-START = "2026-11-23T05:00:00"
+START = "2026-11-23T12:00:00"  # no calibrator transits: calibrate waits for a table
 
 
 @pytest.fixture(scope="module")
@@ -34,9 +34,10 @@ def processed(tmp_path_factory):
 
 def test_six_observations_converted(processed):
     home, stdout, status = processed
-    assert "processed: done 6" in stdout
+    assert "processed: done 6, waiting 6" in stdout
     assert status["observations"]["converted"] == 6
-    assert status["jobs"] == {"queued": 0, "running": 0, "retry": 0, "done": 6,
+    # six conversions done; six calibrate jobs handed back uncounted, waiting for a table
+    assert status["jobs"] == {"queued": 0, "running": 0, "retry": 6, "done": 6,
                               "quarantined": 0}
     assert len(sorted(home.glob("ms/*.ms"))) == 6
     assert not list(home.glob("ms/.tmp-*"))
@@ -82,6 +83,7 @@ def test_observation_rows_record_the_ms(processed):
     with Store.open(home) as store:
         rows = store.pipeline_rows()
     assert len(rows) == 6 and set(rows.state) == {"converted"}
+    assert set(rows.error) == {"no calibration"} and set(rows.attempts) == {0}
     assert all(str(p).startswith(str(home / "ms")) for p in rows.ms_path)
     starts = sorted(rows.start_utc)
     first = datetime.fromisoformat(START)

@@ -88,7 +88,11 @@ def write_atomic(uvd, path: Path) -> int:
     path = Path(path)
     tmp = path.with_name(f".{path.name}.tmp")
     try:
-        uvd.write_uvh5(str(tmp), clobber=True, run_check=False, data_compression=None)
+        # As the DSA-110 correlator writes: nothing compressed, one integration per chunk
+        # (pyuvdata's default tiny chunks make every reader copy element by element).
+        chunks = (uvd.Nbls, uvd.Nfreqs, uvd.Npols)
+        uvd.write_uvh5(str(tmp), clobber=True, run_check=False, data_compression=None,
+                       flags_compression=None, nsample_compression=None, chunks=chunks)
         os.replace(tmp, path)
     finally:
         if tmp.exists():
