@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pipeline.calibration.stage import calibrate_stage, prepare_calibrate, record_calibrate
 from pipeline.convert import convert_stage
 from pipeline.ingest import IngestConfig, Ingester
 from pipeline.runner import StageRegistry
@@ -17,4 +18,6 @@ def default_registry(*, ingest: IngestConfig | None = None) -> StageRegistry:
     registry.register_task("ingest", Ingester(config=ingest or IngestConfig()).scan,
                            every_s=INGEST_EVERY_S)
     registry.register_stage("convert", convert_stage)
+    registry.register_stage("calibrate", calibrate_stage, prepare=prepare_calibrate,
+                            record=record_calibrate)
     return registry

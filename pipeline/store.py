@@ -590,6 +590,103 @@ class Store:
             "SELECT id, original_path, quarantine_path, observation_id, stage, reason, "
             "created_utc FROM quarantine ORDER BY created_utc DESC, id DESC LIMIT ?", [limit])
 
+    # ------------------------------------------------ calibration
+    def add_caltable(self, *, observation_id: str, calibrator: str, b_path: str, g_path: str,
+                     transit_mjd: float, valid_from_mjd: float, valid_to_mjd: float,
+                     qa_passed: bool, qa_reason: str | None, snr: float | None,
+                     flagged_frac: float | None, antennas_lost: int | None,
+                     flux_ratio: float | None, model_flux_jy: float | None,
+                     now: datetime) -> int:
+        """Register one solve's bandpass + gain tables with their QA; returns its id.
+
+        Idempotent by ``b_path``: registering the same tables again (a retried solve
+        rewrote them) updates the row's figures and keeps its id.
+        """
+        measured = (None if flux_ratio is None or model_flux_jy is None
+                    else flux_ratio * model_flux_jy)
+        return self._cur.execute(
+            "INSERT INTO caltables (observation_id, calibrator, kind, path, g_path, transit_mjd, "
+            "valid_from_mjd, valid_to_mjd, qa_passed, qa_reason, snr, flagged_frac, "
+            "antennas_lost, flux_ratio, model_flux_jy, measured_flux_jy, created_utc) "
+            "VALUES (?, ?, 'BG', ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
+            "ON CONFLICT (path) DO UPDATE SET observation_id = excluded.observation_id, "
+            "calibrator = excluded.calibrator, g_path = excluded.g_path, "
+            "transit_mjd = excluded.transit_mjd, valid_from_mjd = excluded.valid_from_mjd, "
+            "valid_to_mjd = excluded.valid_to_mjd, qa_passed = excluded.qa_passed, "
+            "qa_reason = excluded.qa_reason, snr = excluded.snr, "
+            "flagged_frac = excluded.flagged_frac, antennas_lost = excluded.antennas_lost, "
+            "flux_ratio = excluded.flux_ratio, model_flux_jy = excluded.model_flux_jy, "
+            "measured_flux_jy = excluded.measured_flux_jy, created_utc = excluded.created_utc "
+            "RETURNING id",
+            [observation_id, calibrator, b_path, g_path, transit_mjd, valid_from_mjd,
+             valid_to_mjd, qa_passed, qa_reason, snr, flagged_frac, antennas_lost, flux_ratio,
+             model_flux_jy, measured, now]).fetchone()[0]
+
+    def caltables(self, *, from_mjd: float | None = None, to_mjd: float | None = None,
+                  observation_id: str | None = None, limit: int = 10_000) -> pd.DataFrame:
+        """Registered solves whose transit lies in [from_mjd, to_mjd], oldest transit first.
+
+        Columns: id, observation_id, calibrator, transit_mjd, valid_from_mjd, valid_to_mjd,
+        qa_passed, qa_reason, snr, flagged_frac, antennas_lost, flux_ratio, model_flux_jy,
+        measured_flux_jy, b_path, g_path, created_utc.
+        """
+        return self._df(
+            "SELECT id, observation_id, calibrator, transit_mjd, valid_from_mjd, valid_to_mjd, "
+            "qa_passed, qa_reason, snr, flagged_frac, antennas_lost, flux_ratio, model_flux_jy, "
+            "measured_flux_jy, path AS b_path, g_path, created_utc FROM caltables "
+            "WHERE kind = 'BG' AND (?::DOUBLE IS NULL OR transit_mjd >= ?) "
+            "AND (?::DOUBLE IS NULL OR transit_mjd <= ?) "
+            "AND (?::VARCHAR IS NULL OR observation_id = ?) "
+            "ORDER BY transit_mjd, id LIMIT ?",
+            [from_mjd, from_mjd, to_mjd, to_mjd, observation_id, observation_id, limit])
+
+    def calibrator_flux_series(self) -> pd.DataFrame:
+        """Measured over model flux of each calibrator solve, by calibrator and time.
+
+        Columns: id, calibrator, transit_mjd, model_flux_jy, measured_flux_jy, ratio,
+        qa_passed.
+        """
+        return self._df(
+            "SELECT id, calibrator, transit_mjd, model_flux_jy, measured_flux_jy, "
+            "flux_ratio AS ratio, qa_passed FROM caltables "
+            "WHERE kind = 'BG' AND flux_ratio IS NOT NULL ORDER BY calibrator, transit_mjd, id")
+
+    def wake_waiting(self, stage: str, now: datetime, *, reason: str = "no calibration") -> int:
+        """Make jobs of ``stage`` waiting with ``reason`` ready now; returns how many."""
+        return _retry_conflicts(lambda: self._wake_waiting(stage, now, reason))
+
+    def _wake_waiting(self, stage: str, now: datetime, reason: str) -> int:
+        spec = stage_spec(stage)
+        with self._transaction() as cur:
+            rows = cur.execute(
+                "UPDATE jobs SET next_try_utc = ? WHERE stage = ? AND state = 'retry' "
+                "AND error = ? AND next_try_utc > ? RETURNING observation_id",
+                [now, stage, reason, now]).fetchall()
+            ids = [r[0] for r in rows]
+            if ids:
+                cur.execute("UPDATE observations SET next_try_utc = ?, updated_utc = ? "
+                            "WHERE list_contains(?, id) AND state = ?",
+                            [now, now, ids, spec.from_state])
+        return len(ids)
+
+    def record_calibration_applied(self, observation_id: str, *, selection: str,
+                                   tables: Sequence[tuple[int, float]], now: datetime) -> None:
+        """Record which (caltable_id, weight) calibrated an observation, replacing earlier."""
+        with self._transaction() as cur:
+            cur.execute("DELETE FROM calibration_applied WHERE observation_id = ?",
+                        [observation_id])
+            for caltable_id, weight in tables:
+                cur.execute("INSERT INTO calibration_applied VALUES (?, ?, ?, ?, ?)",
+                            [observation_id, caltable_id, selection, weight, now])
+
+    def calibration_applied(self, observation_id: str) -> pd.DataFrame:
+        """The tables that calibrated an observation: caltable_id, selection, weight, ..."""
+        return self._df(
+            "SELECT a.caltable_id, a.selection, a.weight, a.applied_utc, c.calibrator, "
+            "c.transit_mjd FROM calibration_applied a LEFT JOIN caltables c "
+            "ON c.id = a.caltable_id WHERE a.observation_id = ? ORDER BY a.weight DESC",
+            [observation_id])
+
 
 class _Lost(Exception):
     """Internal: the conditional UPDATE matched nothing; another worker won."""

@@ -9,6 +9,7 @@ import panel as pn
 
 from pipeline.runner_state import RunnerState
 from pipeline.store import Store
+from views.calibration_page import CalibrationPage
 from views.overview import OverviewPage
 from views.pipeline_page import PipelinePage
 from views.planned import PlannedPage
@@ -46,11 +47,8 @@ PAGES: tuple[PageSpec, ...] = (
         "scatter with thresholds; the selected source's lightcurve with image cutouts; "
         "VOTable and CSV export.",
         "the photometry issue (#6)")),
-    PageSpec(slug="calibration", title="Calibration", build=_planned(
-        "Calibration",
-        "The validity-window timeline of calibration tables coloured by QA, their gain and "
-        "bandpass solutions, and the calibrator flux monitor.",
-        "the calibration issue (#4)")),
+    PageSpec(slug="calibration", title="Calibration",
+             build=lambda store, state: CalibrationPage(store=store, state=state)),
     PageSpec(slug="mosaics", title="Mosaics", build=_planned(
         "Mosaics",
         "Quicklook (10 images), science (100) and deep (1000) mosaics, their coverage and "

@@ -1,0 +1,1 @@
+"""Calibration: flagging, bandpass and gain solutions, caltables, the calibrate stage."""

@@ -1,0 +1,281 @@
+"""The ``calibrate`` stage: solve on calibrator transits, pick and apply tables everywhere.
+
+Three parts, as the runner runs them:
+
+- ``prepare_calibrate`` (server, reads the store): is this observation a calibrator
+  transit (then: solve), and which registered tables would calibrate it (the Selection)?
+  With nothing to solve and nothing to apply it raises StageWait("no calibration").
+- ``calibrate_stage`` (anywhere: paths and parameters only): solves and/or applies, and
+  returns a ``CalibrateOutcome`` as the StageResult's payload.
+- ``record_calibrate`` (server, writes the store): registers a solved table with its QA
+  verdict whatever the verdict, raises alerts, wakes waiting observations, and only then
+  raises StageWait when the observation could not be calibrated. A table that failed QA
+  is therefore always kept with its reason, although its observation goes on waiting.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import re
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from astropy.time import Time
+
+from pipeline.calibration.registry import (
+    CalibrationConfig,
+    CaltableRecord,
+    Selection,
+    qa_verdict,
+    select_caltables,
+    validity_window,
+)
+from pipeline.errors import ContimgError
+from pipeline.runner import StageContext, StageResult, StageWait
+from pipeline.store import Observation, Store
+
+log = logging.getLogger(__name__)
+
+#: The StageWait reason for observations with nothing to apply; ``wake_waiting`` matches it.
+NO_CALIBRATION = "no calibration"
+STAGE = "calibrate"
+DEFAULT_CONFIG = CalibrationConfig()
+_UNSAFE = re.compile(r"[^A-Za-z0-9._-]")
+
+
+class CalibrationInputError(ContimgError):
+    """An observation reached the calibrate stage without what it needs."""
+
+    def __init__(self, obs_id: str, problem: str):
+        super().__init__(f"observation {obs_id}: {problem}")
+        self.obs_id = obs_id
+
+
+@dataclass(frozen=True, kw_only=True)
+class SolvedTables:
+    """A solve's tables and QA as the stage hands them to the record hook."""
+
+    calibrator: str
+    b_path: str
+    g_path: str
+    transit_mjd: float
+    snr: float
+    flagged_fraction: float
+    antennas_lost: int
+    flux_ratio: float
+    qa_passed: bool
+    qa_reason: str | None
+    timings: Mapping[str, float] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, kw_only=True)
+class CalibrateOutcome:
+    """StageResult.payload of the calibrate stage.
+
+    ``applied`` is the selection of registered tables that calibrated the observation;
+    ``own_solve_applied`` says its own new solve did instead (ids are known only once the
+    record hook registers it); ``waiting`` says why nothing did.
+    """
+
+    solved: SolvedTables | None = None
+    applied: Selection | None = None
+    own_solve_applied: bool = False
+    waiting: str | None = None
+
+
+@dataclass(frozen=True, kw_only=True)
+class Numerics:
+    """The calibration numerics the stage calls (tests pass small fakes of the same API)."""
+
+    solve: Callable[..., Any]
+    read_caltable: Callable[[Path], Any]
+    apply: Callable[..., Any]
+
+
+def default_numerics() -> Numerics:
+    """The real numerics, imported when a stage runs (they pull in casacore)."""
+    from pipeline.calibration.apply import apply_calibration  # noqa: PLC0415
+    from pipeline.calibration.caltables import read_caltable  # noqa: PLC0415
+    from pipeline.calibration.solve_ms import solve_calibrator_ms  # noqa: PLC0415
+    return Numerics(solve=solve_calibrator_ms, read_caltable=read_caltable,
+                    apply=apply_calibration)
+
+
+# ------------------------------------------------------------------ which calibrator
+def mjd_to_datetime(mjd: float) -> datetime:
+    """Naive UTC datetime of an MJD (UTC)."""
+    return Time(mjd, format="mjd", scale="utc").to_datetime()
+
+
+def angular_separation_deg(ra1: float, dec1: float, ra2: float, dec2: float) -> float:
+    """Great-circle distance between two positions, degrees (Vincenty, stable everywhere)."""
+    r1, d1, r2, d2 = map(math.radians, (ra1, dec1, ra2, dec2))
+    dra = r2 - r1
+    num = math.hypot(math.cos(d2) * math.sin(dra),
+                     math.cos(d1) * math.sin(d2) - math.sin(d1) * math.cos(d2) * math.cos(dra))
+    den = math.sin(d1) * math.sin(d2) + math.cos(d1) * math.cos(d2) * math.cos(dra)
+    return math.degrees(math.atan2(num, den))
+
+
+def calibrator_at(mid_mjd: float, dec_deg: float, *, radius_deg: float = 1.0
+                  ) -> tuple[str, float] | None:
+    """(name, offset_deg) of the calibrator nearest the meridian pointing, if within radius.
+
+    A drift scan points at (LST, dec) at mid-time; no Measurement Set is read.
+    """
+    from pipeline.simulate.sky import load_calibrators  # noqa: PLC0415
+    from pipeline.transits import hour_angle_deg  # noqa: PLC0415
+
+    cals = load_calibrators()
+    when = mjd_to_datetime(mid_mjd)
+    best: tuple[str, float] | None = None
+    for name, ra, dec in zip(cals.names, cals.ra_deg, cals.dec_deg, strict=True):
+        # The meridian is at RA = ra + HA (HA = LST − RA); compare (LST, dec) with (RA, dec).
+        offset = angular_separation_deg(ra + hour_angle_deg(float(ra), when), dec_deg,
+                                         float(ra), float(dec))
+        if offset <= radius_deg and (best is None or offset < best[1]):
+            best = (name, offset)
+    return best
+
+
+def calibrator_model_flux_jy(name: str) -> float | None:
+    """The calibrator's Perley–Butler flux density at 1.4 GHz, Jy (None if not listed)."""
+    from pipeline.simulate.sky import load_calibrators  # noqa: PLC0415
+
+    cals = load_calibrators()
+    return float(cals.flux_jy[cals.names.index(name)]) if name in cals.names else None
+
+
+# ------------------------------------------------------------------------ selection
+def records_from_frame(rows) -> list[CaltableRecord]:
+    """Store.caltables rows → registry records."""
+    return [CaltableRecord(caltable_id=int(r.id), calibrator=str(r.calibrator),
+                           transit_mjd=float(r.transit_mjd),
+                           valid_from_mjd=float(r.valid_from_mjd),
+                           valid_to_mjd=float(r.valid_to_mjd), qa_passed=bool(r.qa_passed),
+                           b_path=str(r.b_path), g_path=str(r.g_path))
+            for r in rows.itertuples(index=False)]
+
+
+def selection_for(store: Store, mid_mjd: float,
+                  config: CalibrationConfig = DEFAULT_CONFIG) -> Selection:
+    """The Selection the registered tables give an observation at ``mid_mjd``."""
+    reach = config.stale_limit_h / 24.0
+    rows = store.caltables(from_mjd=mid_mjd - reach, to_mjd=mid_mjd + reach)
+    return select_caltables(mid_mjd, records_from_frame(rows), config)
+
+
+# ------------------------------------------------------------------------- the hooks
+def prepare_calibrate(store: Store, obs: Observation, now: datetime, *,
+                      config: CalibrationConfig = DEFAULT_CONFIG) -> dict[str, object]:
+    """Server side: {"solve": calibrator or None, "selection": Selection, "config": ...}."""
+    found = calibrator_at(obs.mid_mjd, obs.dec_deg, radius_deg=config.calibrator_radius_deg)
+    # A transit solved before (the observation waited, or a retry) is not solved again:
+    # its table is registered, accepted or not, and selection already sees it.
+    solve = found[0] if found and store.caltables(observation_id=obs.id).empty else None
+    selection = selection_for(store, obs.mid_mjd, config)
+    if solve is None and selection.kind == "none":
+        raise StageWait(NO_CALIBRATION, retry_after_s=config.wait_retry_s)
+    return {"solve": solve, "selection": selection, "config": config}
+
+
+def calibrate_stage(ctx: StageContext) -> StageResult:
+    """Solve on a calibrator transit and/or apply the selected tables to the observation."""
+    return run_calibrate(ctx, numerics=default_numerics())
+
+
+def run_calibrate(ctx: StageContext, *, numerics: Numerics) -> StageResult:
+    """``calibrate_stage`` with the numerics given (paths and parameters only, no store)."""
+    obs = ctx.observation
+    if not obs.ms_path:
+        raise CalibrationInputError(obs.id, "has no Measurement Set; convert it first")
+    ms = Path(obs.ms_path)
+    config: CalibrationConfig = ctx.inputs.get("config") or DEFAULT_CONFIG
+    selection: Selection = ctx.inputs.get("selection") or Selection(kind="none")
+    solve = ctx.inputs.get("solve")
+    solved = None
+    if solve:
+        out_dir = ctx.home.caltables / _UNSAFE.sub("_", obs.id)
+        result = numerics.solve(ms, calibrator=solve, out_dir=out_dir,
+                                progress=lambda f: ctx.progress(0.8 * f))
+        passed, reason = qa_verdict(result.qa, config)
+        solved = SolvedTables(
+            calibrator=result.calibrator, b_path=str(result.b_table),
+            g_path=str(result.g_table), transit_mjd=float(result.transit_mjd),
+            snr=float(result.qa.snr), flagged_fraction=float(result.qa.flagged_fraction),
+            antennas_lost=int(result.qa.antennas_lost), flux_ratio=float(result.qa.flux_ratio),
+            qa_passed=passed, qa_reason=reason, timings=dict(result.timings or {}))
+        if passed:
+            # solve_calibrator_ms has applied its own tables to this MS already.
+            ctx.progress(1.0)
+            return StageResult(payload=CalibrateOutcome(solved=solved, own_solve_applied=True))
+        log.warning("observation %s: %s solve rejected (%s)", obs.id, solve, reason)
+    if selection.kind == "none":
+        # The record hook registers the rejected table, then makes the observation wait.
+        return StageResult(payload=CalibrateOutcome(solved=solved, waiting=NO_CALIBRATION))
+    ctx.progress(0.85 if solve else 0.1)
+    apply_selection(ms, selection, numerics=numerics)
+    ctx.progress(1.0)
+    return StageResult(payload=CalibrateOutcome(solved=solved, applied=selection))
+
+
+def apply_selection(ms: Path, selection: Selection, *, numerics: Numerics) -> Any:
+    """Apply a selection: bandpass of the heaviest table, gains blended by weight."""
+    heaviest = max(selection.tables, key=lambda t: t[3])
+    bandpass = numerics.read_caltable(Path(heaviest[1]))
+    gains = [(numerics.read_caltable(Path(g)), w) for _, _, g, w in selection.tables]
+    return numerics.apply(ms, bandpass=bandpass, gains=gains if len(gains) > 1 else gains[0][0])
+
+
+def record_calibrate(store: Store, obs: Observation, result: StageResult, now: datetime, *,
+                     config: CalibrationConfig = DEFAULT_CONFIG) -> None:
+    """Server side: register a solve, alert, wake waiting observations; may raise StageWait."""
+    outcome = result.payload
+    if not isinstance(outcome, CalibrateOutcome):
+        raise CalibrationInputError(obs.id, f"calibrate stage returned {type(outcome).__name__}"
+                                    ", expected CalibrateOutcome")
+    new_id = None
+    if outcome.solved is not None:
+        new_id = register_solve(store, obs.id, outcome.solved, now=now, config=config)
+        if outcome.solved.qa_passed:
+            woken = store.wake_waiting(STAGE, now)
+            if woken:
+                log.info("caltable %d woke %d observation(s) waiting for calibration",
+                         new_id, woken)
+        else:
+            store.add_alert(
+                severity="warning", kind="caltable rejected", subject=obs.id, now=now,
+                message=f"caltable {new_id} ({outcome.solved.calibrator}) from {obs.id} "
+                        f"failed QA: {outcome.solved.qa_reason}")
+    if outcome.waiting:
+        raise StageWait(outcome.waiting, retry_after_s=config.wait_retry_s)
+    if outcome.own_solve_applied and new_id is not None:
+        store.record_calibration_applied(obs.id, selection="single", tables=[(new_id, 1.0)],
+                                         now=now)
+        return
+    applied = outcome.applied
+    if applied is None:
+        raise CalibrationInputError(obs.id, "calibrate stage neither applied tables nor waits")
+    if applied.kind == "stale":
+        store.add_alert(severity="warning", kind="stale calibration", subject=obs.id, now=now,
+                        message=f"observation {obs.id}: {applied.warning}")
+    store.record_calibration_applied(obs.id, selection=applied.kind,
+                                     tables=[(cid, w) for cid, _, _, w in applied.tables],
+                                     now=now)
+
+
+def register_solve(store: Store, obs_id: str, solved: SolvedTables, *, now: datetime,
+                   config: CalibrationConfig = DEFAULT_CONFIG) -> int:
+    """Register a solve's tables with their QA verdict; returns the caltable id."""
+    valid_from, valid_to = validity_window(solved.transit_mjd, config)
+    return store.add_caltable(
+        observation_id=obs_id, calibrator=solved.calibrator, b_path=solved.b_path,
+        g_path=solved.g_path, transit_mjd=solved.transit_mjd, valid_from_mjd=valid_from,
+        valid_to_mjd=valid_to, qa_passed=solved.qa_passed, qa_reason=solved.qa_reason,
+        snr=solved.snr, flagged_frac=solved.flagged_fraction,
+        antennas_lost=solved.antennas_lost, flux_ratio=solved.flux_ratio,
+        model_flux_jy=calibrator_model_flux_jy(solved.calibrator), now=now)

@@ -1,0 +1,295 @@
+"""Calibration: kernels against obvious references, then real simulated transits of 3C48."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+from casacore.tables import table
+
+from conftest import contimg
+from pipeline.backend import get_backend, gpu_status
+from pipeline.calibration.apply import apply_calibration, apply_gains
+from pipeline.calibration.caltables import read_caltable, write_caltable
+from pipeline.calibration.flagging import flag_ms, robust_flags
+from pipeline.calibration.model import CalibratorNotFound, calibrator_in_beam
+from pipeline.calibration.solve_ms import CalibrationError, solve_calibrator_ms
+from pipeline.calibration.solver import stefcal
+from pipeline.errors import ContimgError
+from pipeline.simulate import load_truth
+
+HAVE_GPU = gpu_status()[0]
+needs_gpu = pytest.mark.skipif(not HAVE_GPU, reason=f"no GPU: {gpu_status()[1]}")
+BACKENDS = ["cpu", pytest.param("gpu", marks=[pytest.mark.gpu, needs_gpu])]
+
+
+# ---------------------------------------------------------------- data made once
+
+def _simulate(root: Path, *extra: str) -> Path:
+    home = root / "home"
+    sim = contimg("simulate", "--home", str(home), "--transit-of", "3C48", "--minutes", "5",
+                  "--seed", "5", *extra)
+    assert sim.returncode == 0, sim.stderr
+    run = contimg("process", "--once", "--home", str(home))
+    assert run.returncode == 0, run.stderr
+    return home
+
+
+@pytest.fixture(scope="module")
+def noisy_home(tmp_path_factory) -> Path:
+    # 8 channels per subband: 1.46 MHz channels keep the gains' 5-ns delays from
+    # decorrelating within a channel (at 2 per subband, 5.9 MHz channels, an antenna
+    # with an 8-ns delay loses 5 % in a way no antenna gain can describe)
+    return _simulate(tmp_path_factory.mktemp("noisy"), "--antennas", "12",
+                     "--channels-per-subband", "8")
+
+
+@pytest.fixture(scope="module")
+def clean_home(tmp_path_factory) -> Path:
+    return _simulate(tmp_path_factory.mktemp("clean"), "--antennas", "8",
+                     "--channels-per-subband", "2", "--no-noise")
+
+
+def _copy(home: Path, tmp_path: Path) -> Path:
+    (src,) = sorted(home.glob("ms/*.ms"))
+    return Path(shutil.copytree(src, tmp_path / src.name))
+
+
+@pytest.fixture(scope="module")
+def clean_solved(clean_home, tmp_path_factory):
+    ms = _copy(clean_home, tmp_path_factory.mktemp("solved"))
+    with table(str(ms), ack=False) as t:
+        data = t.getcol("DATA")
+    return ms, solve_calibrator_ms(ms, calibrator="3C48", out_dir=ms.parent / "cal"), data
+
+
+# ---------------------------------------------------------------- kernels
+
+def _synthetic(rng, n_ant=10, ntime=6, nchan=5, npol=2):
+    a1, a2 = np.triu_indices(n_ant, 1)
+    g = rng.normal(1, 0.2, (n_ant, nchan, npol)) * np.exp(1j * rng.uniform(-3, 3, (n_ant, nchan, npol)))
+    model = np.full((ntime * a1.size, nchan, npol), 3.0 + 0j)     # a point source at centre
+    A1, A2 = np.tile(a1, ntime), np.tile(a2, ntime)
+    return g, model, A1, A2, g[A1] * np.conj(g[A2]) * model
+
+
+def _dephase(g, ref):
+    return g * np.conj(g[ref]) / np.abs(g[ref])
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_stefcal_recovers_noiseless_gains(backend):
+    be = get_backend(backend)
+    rng = np.random.default_rng(1)
+    g, model, a1, a2, vis = _synthetic(rng)
+    gains, conv, n_iter = stefcal(be.asarray(vis), be.asarray(model), a1, a2, n_ant=10,
+                                  xp=be.xp)
+    gains = be.to_host(gains)
+    assert be.to_host(conv).all() and n_iter < 100
+    np.testing.assert_allclose(gains, _dephase(g, 0), atol=1e-6)
+    assert np.all(np.angle(gains[0]) == 0)
+
+
+def test_stefcal_with_noise_is_within_its_expected_error():
+    rng = np.random.default_rng(2)
+    g, model, a1, a2, vis = _synthetic(rng, n_ant=12, ntime=50)
+    sigma = 0.3
+    vis = vis + sigma * (rng.standard_normal(vis.shape) + 1j * rng.standard_normal(vis.shape))
+    gains, _, _ = stefcal(vis, model, a1, a2, n_ant=12)
+    # per antenna: 11 baselines x 50 rows of |g_j M| ~ 3 each; error per real part
+    expected = sigma / (3.0 * np.sqrt(11 * 50))
+    err = np.abs(gains - _dephase(g, 0))
+    assert np.sqrt(np.mean(err[1:] ** 2)) < 3 * expected * np.sqrt(2)
+
+
+def test_stefcal_honours_flags():
+    rng = np.random.default_rng(3)
+    g, model, a1, a2, vis = _synthetic(rng)
+    weights = np.ones(vis.shape)
+    vis[::7] = 1e3                       # garbage, but flagged
+    weights[::7] = 0
+    weights[(a1 == 4) | (a2 == 4)] = 0   # antenna 4 entirely flagged
+    gains, _, _ = stefcal(vis, model, a1, a2, n_ant=10, weights=weights)
+    assert np.isnan(gains[4]).all()
+    keep = np.arange(10) != 4
+    np.testing.assert_allclose(_dephase(gains, 0)[keep], _dephase(g, 0)[keep], atol=1e-6)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_robust_flags_finds_outliers_and_a_bad_channel(backend):
+    be = get_backend(backend)
+    rng = np.random.default_rng(4)
+    shape = (24, 40, 32, 2)
+    amp = np.abs(10 + rng.normal(0, 1, shape) + 1j * rng.normal(0, 1, shape)).astype(np.float32)
+    none = be.to_host(robust_flags(be.asarray(amp), be.asarray(np.zeros(shape, bool)),
+                                   xp=be.xp))
+    assert none.mean() < 1e-4
+    amp[5, 3, 7, 0] += 40               # a spike
+    amp[11, :, 12:20, :] += 30          # a broadband burst in one integration
+    amp[:, :30, 25, :] += 20            # narrow-band RFI on 75 % of baselines
+    old = np.zeros(shape, bool)
+    old[0, 0, 0, 0] = True
+    out = be.to_host(robust_flags(be.asarray(amp), be.asarray(old), xp=be.xp))
+    assert out[5, 3, 7, 0] and out[11, :, 12:20].all() and out[0, 0, 0, 0]
+    assert out[:, :, 25].all()          # the whole channel, baselines without RFI too
+    others = np.ones(shape, bool)
+    others[5, 3, 7, 0] = others[11, :, 12:20] = others[:, :, 25] = others[0, 0, 0, 0] = False
+    assert out[others].mean() < 1e-3
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_apply_gains_inverts_the_corruption(backend):
+    be = get_backend(backend)
+    rng = np.random.default_rng(5)
+    vis = (rng.normal(size=(50, 8, 2)) + 1j * rng.normal(size=(50, 8, 2))).astype(np.complex64)
+    g1 = rng.normal(1, 0.2, vis.shape) * np.exp(1j * rng.uniform(-3, 3, vis.shape))
+    g2 = rng.normal(1, 0.2, vis.shape) * np.exp(1j * rng.uniform(-3, 3, vis.shape))
+    g1[0, 0, 0] = np.nan
+    out, bad = apply_gains(be.asarray(vis * g1 * np.conj(g2)), be.asarray(g1), be.asarray(g2),
+                           xp=be.xp)
+    out, bad = be.to_host(out), be.to_host(bad)
+    assert out.dtype == np.complex64 and bad[0, 0, 0] and bad.sum() == 1
+    ok = ~bad
+    np.testing.assert_allclose(out[ok], vis[ok], rtol=2e-6, atol=2e-6)
+
+
+# ---------------------------------------------------------------- simulated transits
+
+def _truth_comparison(home: Path, b_path: Path, g_path: Path):
+    B, G = read_caltable(b_path), read_caltable(g_path)
+    truth = load_truth(home)
+    idx = [B.antenna_names.index(n) for n in truth.antenna_names]
+    # the MS holds conj(UVData): in CASA's convention the gains are conj(simulator's)
+    true = np.conj(truth.gains(G.times / 86400.0 + 2400000.5, B.freqs))   # (a, t, c, p)
+    sol = B.gains[0][idx][:, None] * np.moveaxis(G.gains[:, idx, 0], 0, 1)[:, :, None]
+    ref = idx.index(B.refant)
+    ratio = sol / (true * np.conj(true[ref]) / np.abs(true[ref]))
+    amp_rms = float(np.sqrt(np.mean((np.abs(ratio) - 1) ** 2)))
+    phase_rms = float(np.degrees(np.sqrt(np.mean(np.angle(ratio) ** 2))))
+    return amp_rms, phase_rms
+
+
+def test_gains_match_the_simulators_truth(noisy_home, tmp_path):
+    ms = _copy(noisy_home, tmp_path)
+    assert calibrator_in_beam(ms) == "3C48"
+    fractions = []
+    result = solve_calibrator_ms(ms, calibrator="3C48", out_dir=tmp_path / "cal",
+                                 progress=fractions.append)
+    amp_rms, phase_rms = _truth_comparison(noisy_home, result.b_table, result.g_table)
+    print(f"gain error: amplitude {100 * amp_rms:.2f} % rms, phase {phase_rms:.2f} deg rms; "
+          f"QA {result.qa}")
+    assert amp_rms <= 0.01 and phase_rms <= 1.0
+    assert abs(result.qa.flux_ratio - 1) <= 0.01
+    assert result.qa.antennas_lost == 0 and result.qa.snr > 50
+    assert fractions[-1] == 1.0 and fractions == sorted(fractions)
+    with table(str(ms), ack=False) as t:
+        mid = np.unique(t.getcol("TIME"))[[0, -1]].mean() / 86400
+    assert result.transit_mjd == pytest.approx(mid, abs=1e-9)
+
+
+def test_noiseless_transit_is_calibrated_to_the_model(clean_solved, clean_home):
+    ms, result, _ = clean_solved
+    assert abs(result.qa.flux_ratio - 1) < 0.01
+    amp_rms, phase_rms = _truth_comparison(clean_home, result.b_table, result.g_table)
+    assert amp_rms < 0.02 and phase_rms < 1.0   # 5.9 MHz channels: see noisy_home
+
+
+def test_caltables_have_casas_layout(clean_solved):
+    ms, result, _ = clean_solved
+    with table(str(ms / "SPECTRAL_WINDOW"), ack=False) as spw:
+        nchan = int(spw.getcol("NUM_CHAN")[0])
+    with table(str(ms / "ANTENNA"), ack=False) as ant:
+        n_ant = ant.nrows()
+    for path, viscal, chans, nrow in ((result.b_table, "B Jones", nchan, n_ant),
+                                      (result.g_table, "G Jones", 1, 24 * n_ant)):
+        with table(str(path), ack=False) as t:
+            assert {"TIME", "FIELD_ID", "SPECTRAL_WINDOW_ID", "ANTENNA1", "ANTENNA2",
+                    "INTERVAL", "SCAN_NUMBER", "OBSERVATION_ID", "CPARAM", "PARAMERR",
+                    "FLAG", "SNR", "WEIGHT"} <= set(t.colnames())
+            kw = t.getkeywords()
+            assert (kw["ParType"], kw["VisCal"], kw["PolBasis"], kw["MSName"]) == (
+                "Complex", viscal, "unknown", ms.name)
+            assert t.info()["type"] == "Calibration" and t.info()["subType"] == viscal
+            assert t.nrows() == nrow and t.getcol("CPARAM").shape == (nrow, chans, 2)
+            assert len(set(t.getcol("ANTENNA2"))) == 1
+            for sub in ("ANTENNA", "FIELD", "SPECTRAL_WINDOW", "OBSERVATION", "HISTORY"):
+                with table(t.getkeyword(sub), ack=False) as st:
+                    assert st.nrows() >= 1 or sub == "HISTORY"
+        with table(str(path / "SPECTRAL_WINDOW"), ack=False) as spw:
+            assert int(spw.getcol("NUM_CHAN")[0]) == chans
+            assert spw.getcol("CHAN_FREQ").shape == (1, chans)
+    # a round trip through write and read changes nothing
+    for path in (result.b_table, result.g_table):
+        sol = read_caltable(path)
+        again = read_caltable(write_caltable(path.parent / ("copy" + path.suffix), sol, ms=ms))
+        for name in ("gains", "flags", "snr", "paramerr", "times", "interval", "freqs"):
+            np.testing.assert_array_equal(getattr(again, name), getattr(sol, name))
+        assert (again.kind, again.refant, again.antenna_names) == (
+            sol.kind, sol.refant, sol.antenna_names)
+
+
+def test_corrected_data_written_and_data_untouched(clean_solved):
+    ms, _, data_before = clean_solved
+    with table(str(ms), ack=False) as t:
+        assert "CORRECTED_DATA" in t.colnames()
+        data, corr = t.getcol("DATA"), t.getcol("CORRECTED_DATA")
+        assert t.getcoldesc("CORRECTED_DATA")["valueType"] == "complex"
+    np.testing.assert_array_equal(data, data_before)
+    assert corr.shape == data.shape and corr.dtype == data.dtype
+
+
+def test_two_weighted_gain_tables_combine(clean_solved, tmp_path):
+    src, result, _ = clean_solved
+    ms = Path(shutil.copytree(src, tmp_path / src.name))
+    B, G = read_caltable(result.b_table), read_caltable(result.g_table)
+    apply_calibration(ms, bandpass=B, gains=G)
+    with table(str(ms), ack=False) as t:
+        one = t.getcol("CORRECTED_DATA")
+    stats = apply_calibration(ms, bandpass=B, gains=[(G, 0.3), (G, 0.7)])
+    with table(str(ms), ack=False) as t:
+        np.testing.assert_allclose(t.getcol("CORRECTED_DATA"), one, rtol=1e-5, atol=1e-5)
+    assert stats.n_rows > 0 and stats.flagged_fraction_after >= stats.flagged_fraction_before
+
+
+def test_flag_ms_keeps_existing_flags(clean_home, tmp_path):
+    ms = _copy(clean_home, tmp_path)
+    with table(str(ms), readonly=False, ack=False) as t:
+        flags = t.getcol("FLAG")
+        flags[10, 3, 1] = True
+        t.putcol("FLAG", flags)
+    stats = flag_ms(ms)
+    with table(str(ms), ack=False) as t:
+        assert t.getcell("FLAG", 10)[3, 1]
+    assert stats.flagged_fraction_after >= stats.flagged_fraction_before > 0
+    assert stats.n_new == 0          # noiseless, RFI-free data: nothing is an outlier
+
+
+def test_aoflagger_missing_is_a_clear_error(clean_home, tmp_path):
+    if shutil.which("aoflagger"):
+        pytest.skip("aoflagger is installed here")
+    ms = _copy(clean_home, tmp_path)
+    with pytest.raises(ContimgError, match="aoflagger is not installed"):
+        flag_ms(ms, method="aoflagger")
+
+
+def _all_flagged(ms: Path) -> None:
+    with table(str(ms), readonly=False, ack=False) as t:
+        t.putcol("FLAG", np.ones(t.getcol("FLAG").shape, bool))
+
+
+@pytest.mark.parametrize("case, error, match", [
+    ("other calibrator", CalibratorNotFound, r"\.ms: calibrator 3C286 is not within 1.0 deg"),
+    ("all flagged", CalibrationError, r"\.ms: every cross-correlation is flagged"),
+    ("missing", CalibrationError, r"nowhere\.ms: no such Measurement Set"),
+])
+def test_bad_input_is_a_clear_error(case, error, match, clean_home, tmp_path):
+    ms = _copy(clean_home, tmp_path)
+    calibrator = "3C286" if case == "other calibrator" else "3C48"
+    if case == "all flagged":
+        _all_flagged(ms)
+    if case == "missing":
+        ms = tmp_path / "nowhere.ms"
+    with pytest.raises(error, match=match):
+        solve_calibrator_ms(ms, calibrator=calibrator, out_dir=tmp_path / "cal")
