@@ -109,10 +109,11 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--keep", type=Path, help="make/keep the chunk here")
     parser.add_argument("--no-plain", action="store_true", help="skip the pyuvdata peer run")
-    parser.add_argument("--layout", choices=("pyuvdata", "correlator"), default="pyuvdata",
-                        help="storage of the input files: pyuvdata's write_uvh5 defaults "
-                        "(as the simulator writes them: small chunks, lzf flags/nsamples) "
-                        "or the DSA-110 correlator's (uncompressed, chunked by integration)")
+    parser.add_argument("--layout", choices=("pyuvdata", "correlator"), default="correlator",
+                        help="storage of the input files: the DSA-110 correlator's "
+                        "(uncompressed, chunked by integration; what `contimg simulate` "
+                        "writes) or pyuvdata's write_uvh5 defaults (small chunks, lzf "
+                        "flags/nsamples)")
     args = parser.parse_args()
     work = args.keep or Path(tempfile.mkdtemp(prefix="bench-convert-"))
     try:
