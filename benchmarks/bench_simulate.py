@@ -8,7 +8,6 @@ its peak RSS is its own.
 from __future__ import annotations
 
 import json
-import resource
 import subprocess
 import sys
 import tempfile

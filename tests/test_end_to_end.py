@@ -10,8 +10,8 @@ import pytest
 from astropy import units as u
 from astropy.time import Time
 from casacore.tables import table
-
 from conftest import contimg
+
 from pipeline.phasing import use_bundled_iers
 from pipeline.simulate.instrument import INTEGRATION_S, OVRO, load_layout
 

@@ -5,8 +5,14 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from pipeline.predict import (C_M_S, ModelImage, PointSources, predict, predict_points,
-                              predict_points_antenna)
+from pipeline.predict import (
+    C_M_S,
+    ModelImage,
+    PointSources,
+    predict,
+    predict_points,
+    predict_points_antenna,
+)
 
 
 def slow_dft(uvw, freqs, l, m, wc, flux):

@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from astropy.table import Table
+from conftest import contimg
 from pyuvdata import UVData
 from scipy.special import j1
 
@@ -17,7 +18,6 @@ from pipeline.simulate import SimConfig, Sky, load_catalog, load_truth, simulate
 from pipeline.simulate.instrument import DEFAULT_LAYOUT, INTEGRATION_S, load_layout
 from pipeline.simulate.sky import load_calibrators, meridian_icrs, perley_butler, source_enu
 from pipeline.simulate.writer import offline_iers
-from conftest import contimg
 
 T0 = datetime(2026, 11, 23, 12, 0, 0)
 NAME = re.compile(r"^(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d)_sb(\d\d)\.hdf5$")

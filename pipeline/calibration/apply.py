@@ -66,7 +66,7 @@ def _antenna_map(ms_names: list[str], sol: CalSolutions, what: str) -> np.ndarra
 
 
 def _take_antennas(arr: np.ndarray, idx: np.ndarray, axis: int) -> np.ndarray:
-    """arr's antenna axis re-indexed by idx; NaN for -1."""
+    """Arr's antenna axis re-indexed by idx; NaN for -1."""
     out = np.take(arr, np.maximum(idx, 0), axis=axis)
     shape = [1] * out.ndim
     shape[axis] = idx.size
@@ -75,7 +75,8 @@ def _take_antennas(arr: np.ndarray, idx: np.ndarray, axis: int) -> np.ndarray:
 
 def interpolate_gains(sol: CalSolutions, times: np.ndarray) -> np.ndarray:
     """(ntime_out, n_ant, npol) complex128 gains of a G table at ``times`` (MJD s), NaN
-    where flagged. See the module docstring for the rules."""
+    where flagged. See the module docstring for the rules.
+    """
     g = sol.masked()[:, :, 0, :]                                         # (nt, a, p)
     ts = np.asarray(sol.times, float)
     amp, ph = np.abs(g), np.angle(g)

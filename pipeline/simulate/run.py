@@ -24,12 +24,25 @@ from pipeline.errors import ContimgError
 from pipeline.predict import PointSources, predict
 from pipeline.simulate import instrument as inst
 from pipeline.simulate.gains import GainModel
-from pipeline.simulate.sky import (DEFAULT_CALIBRATORS, DEFAULT_CATALOG, Sky, airy_power,
-                                   load_calibrators, load_catalog, meridian_icrs, pointing_enu,
-                                   source_enu)
+from pipeline.simulate.sky import (
+    DEFAULT_CALIBRATORS,
+    DEFAULT_CATALOG,
+    Sky,
+    airy_power,
+    load_calibrators,
+    load_catalog,
+    meridian_icrs,
+    pointing_enu,
+    source_enu,
+)
 from pipeline.simulate.truth import save_truth, truth_path
-from pipeline.simulate.writer import (baseline_pairs, build_uvdata, make_telescope,
-                                      offline_iers, write_atomic)
+from pipeline.simulate.writer import (
+    baseline_pairs,
+    build_uvdata,
+    make_telescope,
+    offline_iers,
+    write_atomic,
+)
 
 NAME_FORMAT = "%Y-%m-%dT%H:%M:%S"
 GPS_L3_HZ = 1381.05e6
