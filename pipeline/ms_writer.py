@@ -28,6 +28,10 @@ from pipeline.uvh5_group import Block
 BLOCK_BYTES = 128 * 2**20
 
 
+#: The telescope name CASA knows at the array's site (see write_ms_blocks).
+CASA_TELESCOPE_NAME = "OVRO_MMA"
+
+
 def row_weights(nsample: np.ndarray) -> np.ndarray:
     """Median over channels of (nrow, nchan, npol) sample counts, as write_ms computes it.
 
@@ -146,4 +150,8 @@ def write_ms_blocks(uvd, path: Path, *, progress: Callable[[float], None] = lamb
         used = np.zeros(ant.nrows(), dtype=bool)
         used[uvd.telescope.antenna_numbers] = True
         ant.putcol("FLAG_ROW", ~used)
+    # CASA looks the telescope up in its Observatories table, which has no DSA-110, and
+    # then refuses listobs/plotms; DSA-110's own tools name OVRO_MMA (the same site).
+    with table(str(path / "OBSERVATION"), readonly=False, ack=False) as obs:
+        obs.putcol("TELESCOPE_NAME", np.array([CASA_TELESCOPE_NAME] * obs.nrows()))
     progress(1.0)

@@ -25,8 +25,7 @@ from pathlib import Path
 from typing import Literal
 
 import numpy as np
-from casacore.tables import (makearrcoldesc, makescacoldesc, maketabdesc, table,
-                             tableexists)
+from casacore.tables import makearrcoldesc, makescacoldesc, maketabdesc, table, tableexists
 
 from pipeline.errors import ContimgError
 
