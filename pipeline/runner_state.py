@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import threading
+
 import param
 
 
@@ -25,9 +27,15 @@ class RunnerState(param.Parameterized):
     revision = param.Integer(default=0, constant=True,
                              doc="Bumped on every change, so a view can watch one thing.")
 
+    def __init__(self, **params):
+        super().__init__(**params)
+        # Workers publish from several threads; param itself is not thread-safe.
+        self._publish_lock = threading.Lock()
+
     def publish(self, **values: object) -> None:
         """Set constant params (from any thread); bump the revision once if any changed."""
-        changed = {k: v for k, v in values.items() if getattr(self, k) != v}
-        if changed:
-            with param.edit_constant(self):
-                self.param.update(**changed, revision=self.revision + 1)
+        with self._publish_lock:
+            changed = {k: v for k, v in values.items() if getattr(self, k) != v}
+            if changed:
+                with param.edit_constant(self):
+                    self.param.update(**changed, revision=self.revision + 1)
