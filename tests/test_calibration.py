@@ -3,21 +3,29 @@
 from __future__ import annotations
 
 import shutil
+import warnings
 from pathlib import Path
 
 import numpy as np
 import pytest
 from casacore.tables import table
-
 from conftest import contimg
+
 from pipeline.backend import get_backend, gpu_status
+from pipeline.calibration import flagging, model
 from pipeline.calibration.apply import apply_calibration, apply_gains
 from pipeline.calibration.caltables import read_caltable, write_caltable
-from pipeline.calibration.flagging import flag_ms, robust_flags
-from pipeline.calibration.model import CalibratorNotFound, calibrator_in_beam
+from pipeline.calibration.flagging import (
+    _masked_median,
+    _quadratic_trend,
+    flag_ms,
+    robust_flags,
+)
+from pipeline.calibration.model import CalibratorNotFound, averaged_model, calibrator_in_beam
 from pipeline.calibration.solve_ms import CalibrationError, solve_calibrator_ms
 from pipeline.calibration.solver import stefcal
 from pipeline.errors import ContimgError
+from pipeline.predict import C_M_S
 from pipeline.simulate import load_truth
 
 HAVE_GPU = gpu_status()[0]
@@ -137,6 +145,85 @@ def test_robust_flags_finds_outliers_and_a_bad_channel(backend):
     others = np.ones(shape, bool)
     others[5, 3, 7, 0] = others[11, :, 12:20] = others[:, :, 25] = others[0, 0, 0, 0] = False
     assert out[others].mean() < 1e-3
+
+
+def test_masked_median_matches_nanmedian():
+    rng = np.random.default_rng(11)
+    x = rng.normal(size=(7, 24, 5)).astype(np.float32)
+    mask = rng.random(x.shape) < 0.3
+    mask[2, :, 3] = True                                  # one slice wholly masked
+    for axis in (0, 1, 2):
+        got = _masked_median(x, mask, axis=axis, xp=np)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)
+            want = np.nanmedian(np.where(mask, np.nan, x), axis=axis)
+        np.testing.assert_allclose(got, want, rtol=1e-6, equal_nan=True)
+
+
+def test_quadratic_trend_matches_a_per_sample_solve():
+    rng = np.random.default_rng(12)
+    t = np.linspace(-1, 1, 24)[:, None, None, None]
+    amp = (5 + 2 * t - 3 * t * t + rng.normal(0, 0.1, (24, 3, 6, 2))).astype(np.float32)
+    flags = rng.random(amp.shape) < 0.2
+    flags[:, 0, 0, 0] = True                              # no data: the ridge's constant
+    flags[:22, 1, 0, 0] = True                            # two times left
+    got = _quadratic_trend(amp, flags, xp=np)
+    w = (~flags).astype(float)
+    v = np.stack([np.ones_like(t), t, t * t])[..., 0, 0, 0]          # (3, 24)
+    for i in np.ndindex(amp.shape[1:]):
+        a = (v * w[(slice(None), *i)]) @ v.T
+        a += np.diag([1e-6, 1e-3, 1e-3]) * max(w[(slice(None), *i)].sum(), 1)
+        coef = np.linalg.solve(a, v @ (w[(slice(None), *i)] * amp[(slice(None), *i)]))
+        np.testing.assert_allclose(got[(slice(None), *i)], coef @ v, rtol=1e-4, atol=1e-4)
+
+
+def test_robust_flags_with_a_subsampled_mad_still_finds_rfi():
+    # 24 x 768 samples per baseline: pass 1's MAD comes from every 4th channel
+    rng = np.random.default_rng(13)
+    shape = (24, 6, 768, 2)
+    assert (shape[0] * shape[2]) // flagging._MAD_SAMPLES == 4
+    amp = np.abs(10 + rng.normal(0, 1, shape) + 1j * rng.normal(0, 1, shape)).astype(np.float32)
+    dev = np.abs(amp - 10)
+    full = np.median(dev, axis=(0, 2)) * flagging.MAD_TO_SIGMA
+    sub = flagging._mad_scale(dev, np.zeros(shape, bool), xp=np)[0, :, 0]
+    np.testing.assert_allclose(sub, full, rtol=0.05)      # ~1.7 % standard error
+    assert robust_flags(amp, np.zeros(shape, bool)).mean() < 1e-4
+    amp[5, 3, 401, 0] += 40                               # a spike off the subsample grid
+    amp[11, :, 100:140, :] += 30                          # a burst
+    amp[:, :5, 333, :] += 20                              # narrow-band RFI, 5 of 6 baselines
+    out = robust_flags(amp, np.zeros(shape, bool))
+    assert out[5, 3, 401, 0] and out[11, :, 100:140].all() and out[:, :, 333].all()
+    others = np.ones(shape, bool)
+    others[5, 3, 401, 0] = others[11, :, 100:140] = others[:, :, 333] = False
+    assert out[others].mean() < 1e-3
+
+
+@pytest.mark.parametrize("n_native", [1, 4])
+@pytest.mark.parametrize("sources_per_gemm", [None, 2])
+def test_averaged_model_matches_a_per_row_dft(n_native, sources_per_gemm, monkeypatch):
+    # the reference: per-row DFT of the native channels with phases relative to the
+    # pointing, averaged, times the pointing's phase from the row's own uvw
+    if sources_per_gemm:                  # the single-threaded source groups, summed
+        monkeypatch.setattr(model, "_BLAS_SINGLE_THREAD_MNK", 12 * 12 * sources_per_gemm)
+    rng = np.random.default_rng(14)
+    xyz = rng.normal(0, 800, (12, 3)) * [1, 1, 0.01]
+    a1, a2 = np.triu_indices(12)
+    uvw = xyz[a2] - xyz[a1]
+    direction = rng.normal(0, 0.04, (9, 2))
+    lmn = np.column_stack([direction, np.sqrt(1 - (direction ** 2).sum(axis=1))])
+    pointing = np.array([0.003, -0.004, np.sqrt(1 - 0.003 ** 2 - 0.004 ** 2)])
+    freqs = 1.35e9 + np.arange(6) * n_native * 244140.625
+    offsets = (np.arange(n_native) - (n_native - 1) / 2) * 244140.625
+    fine = (freqs[:, None] + offsets).ravel()
+    flux = rng.uniform(0.1, 5, (9, 1)) * (fine / 1.4e9) ** -0.7
+    got = averaged_model(xyz, a1, a2, lmn=lmn, pointing=pointing, freqs=freqs,
+                         offsets=offsets, flux=flux, dtype=np.complex128)
+    rel = lmn - pointing
+    phase = 2j * np.pi * (uvw @ rel.T)[:, :, None] * fine / C_M_S       # (row, src, fine)
+    native = np.einsum("rsf,sf->rf", np.exp(phase), flux)
+    want = native.reshape(len(a1), freqs.size, n_native).mean(axis=2)
+    want *= np.exp(2j * np.pi * (uvw @ (pointing - [0, 0, 1]))[:, None] * freqs / C_M_S)
+    assert np.abs(got - want).max() < 1e-3 * np.abs(want).max()
 
 
 @pytest.mark.parametrize("backend", BACKENDS)

@@ -29,8 +29,16 @@ from casacore.tables import table
 from pipeline.errors import ContimgError
 from pipeline.predict import C_M_S, PointSources, predict
 from pipeline.simulate.instrument import CHANNEL_WIDTH_HZ, OVRO, Site
-from pipeline.simulate.sky import (DEFAULT_CALIBRATORS, DEFAULT_CATALOG, Sky, airy_power,
-                                   load_calibrators, load_catalog, pointing_enu, source_enu)
+from pipeline.simulate.sky import (
+    DEFAULT_CALIBRATORS,
+    DEFAULT_CATALOG,
+    Sky,
+    airy_power,
+    load_calibrators,
+    load_catalog,
+    pointing_enu,
+    source_enu,
+)
 
 #: catalog sources further than this from the phase centre are left out of a model
 FIELD_RADIUS_DEG = 5.0
@@ -212,26 +220,103 @@ def calibrator_model(ms: Path, calibrator: str, *, catalog_path: Path | None = N
         if cross.size < 2:
             continue
         rot = frame_rotation(-uvw[cross], ant_enu[c2[cross]] - ant_enu[c1[cross]])
-        lmn, pmn = s_enu[:, k] @ rot.T, rot @ p_enu
-        # delay-tracked to the pointing, as the correlator averages: phases relative to
-        # the pointing over the native channels, the pointing's own phase put back after
-        rel = lmn - pmn
-        src = PointSources(l=rel[:, 0], m=rel[:, 1], w_coeff=rel[:, 2],
-                           flux=spectrum * airy_power(theta[:, k, None], fine[None, :]))
         xyz = -(ant_enu @ rot.T)           # MS frame: UVW = xyz[ant2] - xyz[ant1]
-        vis = predict(None, fine, src, antennas=(xyz, c1[rows], c2[rows]),
-                      dtype=np.complex64)
-        vis = vis.reshape(rows.size, freqs.size, n_native).mean(axis=2, dtype=np.complex128)
-        turns = (uvw[rows] @ (pmn - np.array([0.0, 0.0, 1.0])))[:, None] * freqs / C_M_S
-        vis *= np.exp(2j * np.pi * (turns - np.round(turns)))
-        out[rows] = vis.astype(dtype)[:, :, None]
+        flux = spectrum * airy_power(theta[:, k, None], fine[None, :])
+        vis = averaged_model(xyz, c1[rows], c2[rows], lmn=s_enu[:, k] @ rot.T,
+                             pointing=rot @ p_enu, freqs=freqs, offsets=offsets, flux=flux,
+                             dtype=dtype)
+        if rows[-1] - rows[0] == rows.size - 1:     # one integration's rows, in order
+            out[rows[0]:rows[-1] + 1] = vis[:, :, None]
+        else:
+            out[rows] = vis[:, :, None]
     return out
+
+
+def averaged_model(xyz, ant1, ant2, *, lmn, pointing, freqs, offsets, flux,
+                   dtype=np.complex64) -> np.ndarray:
+    """Point-source visibilities of channels that average native correlator channels.
+
+    Parameters
+    ----------
+    xyz : (nant, 3) float
+        Antenna positions in the phased frame, metres (``uvw = xyz[ant2] - xyz[ant1]``).
+    ant1, ant2 : (nrow,) int
+        Indices into ``xyz``.
+    lmn : (nsrc, 3) float
+        Source directions in the phased frame (the phase centre is (0, 0, 1)).
+    pointing : (3,) float
+        The delay-tracking centre (the pointing) in the same frame.
+    freqs : (nchan,) float
+        MS channel centres, Hz.
+    offsets : (n_native,) float
+        Native channels' offsets from their MS channel's centre, Hz.
+    flux : (nsrc, nchan * n_native) float
+        Apparent flux densities at ``freqs[:, None] + offsets``, Jy.
+    dtype : complex dtype of the result.
+
+    Returns
+    -------
+    (nrow, nchan) complex: the mean over each channel's native channels of the sources'
+    visibilities with phases relative to the pointing, times the pointing's own phase.
+    """
+    centre = np.array([0.0, 0.0, 1.0])
+    n_native = len(offsets)
+    if n_native == 1:
+        # nothing averages: the sources' phases relative to the pointing and the
+        # pointing's own phase add up to their phases relative to the phase centre,
+        # one DFT (the per-row complex exponential of the pointing's phase cost more
+        # than the prediction itself at 4656 baselines x 768 channels)
+        return _predict_single_threaded(xyz, ant1, ant2, lmn - centre,
+                                        freqs + offsets[0], flux, dtype=dtype)
+    # delay-tracked to the pointing, as the correlator averages: phases relative to
+    # the pointing over the native channels, the pointing's own phase put back after
+    fine = (freqs[:, None] + offsets[None, :]).ravel()
+    vis = _predict_single_threaded(xyz, ant1, ant2, lmn - pointing, fine, flux,
+                                   dtype=np.complex64)
+    vis = vis.reshape(len(ant1), len(freqs), n_native).mean(axis=2, dtype=np.complex128)
+    # exp(2 pi i uvw.(p - centre) nu / c) factorised per antenna (uvw = xyz[2] - xyz[1])
+    turns = (xyz @ (pointing - centre))[:, None] * freqs[None, :] / C_M_S  # (nant, nchan)
+    phasor = np.exp(2j * np.pi * (turns - np.round(turns)))
+    vis *= phasor[ant2] * np.conj(phasor[ant1])
+    return vis.astype(dtype)
+
+
+#: OpenBLAS runs a GEMM on one thread when m n k is at most this (65536 x its default
+#: GEMM_MULTITHREAD_THRESHOLD of 4)
+_BLAS_SINGLE_THREAD_MNK = 262_144
+
+
+def _predict_single_threaded(xyz, ant1, ant2, rel, freqs, flux, *, dtype):
+    """predict()'s per-antenna DFT, sources taken in groups small enough for one thread.
+
+    The factorised DFT is one (nant x nsrc) @ (nsrc x nant) GEMM per channel: 18 k small
+    GEMMs for a 768-channel, 24-integration chunk. Threaded, each one spins up and
+    synchronises OpenBLAS's threads; on a 2-core machine where anything else runs (a
+    conversion, another worker) that costs 10-20x (measured: the model took 4 s alone
+    and 24-36 s beside a simulation, the same code). Source groups with
+    nant^2 x group <= 262144 keep every GEMM single-threaded; the sum over groups is
+    the same DFT.
+    """
+    nant = max(1, int(np.asarray(xyz).shape[0]))
+    group = max(1, _BLAS_SINGLE_THREAD_MNK // (nant * nant))
+    total = None
+    for s0 in range(0, rel.shape[0], group):
+        part = slice(s0, s0 + group)
+        src = PointSources(l=rel[part, 0], m=rel[part, 1], w_coeff=rel[part, 2],
+                           flux=flux[part])
+        vis = predict(None, freqs, src, antennas=(xyz, ant1, ant2), dtype=dtype)
+        if total is None:
+            total = vis
+        else:
+            total += vis
+    return total
 
 
 def calibrator_in_beam(ms: Path, *, max_offset_deg: float = 1.0,
                        catalog_path: Path | None = None) -> str | None:
-    """The calibrator closest to the pointing centre at the MS's mid-time, if within
-    ``max_offset_deg``; None otherwise.
+    """The calibrator closest to the pointing centre at mid-time, if within range.
+
+    Within ``max_offset_deg``, else None.
 
     The phase centre of a converted chunk is the meridian at mid-time (ICRS), i.e. the
     pointing at the moment the calibrator would transit.

@@ -18,8 +18,12 @@ from casacore.tables import table
 from pipeline.calibration.apply import _ensure_corrected, corrected_arrays
 from pipeline.calibration.caltables import CalSolutions, write_caltable
 from pipeline.calibration.flagging import flag_rows, grid_rows
-from pipeline.calibration.model import (CalibratorNotFound, _require_ms, calibrator_in_beam,
-                                        calibrator_model)
+from pipeline.calibration.model import (
+    CalibratorNotFound,
+    _require_ms,
+    calibrator_in_beam,
+    calibrator_model,
+)
 from pipeline.calibration.solver import data_count_order, solve_bandpass, solve_gains
 from pipeline.errors import ContimgError
 
