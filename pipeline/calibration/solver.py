@@ -323,16 +323,8 @@ def solve_bandpass(vis, model, flags, ant1, ant2, *, n_ant: int, refant_order=No
     R, Q, P, N = _blocked_sums(vis, model, flags, axis=0, xp=xp)   # (nbl, nchan, npol)
     nbl, nchan, npol = R.shape
     sums = [x.reshape(nbl, nchan * npol) for x in (R, Q, P, N)]
-    ne = dense_normal_equations(*sums, ant1, ant2, n_ant=n_ant, xp=xp)
-    if refant_order is None:
-        refant_order = data_count_order(flags, n_ant=n_ant, ant1=ant1, ant2=ant2, xp=xp)
-    res = stefcal_normal(ne, n_iter=n_iter, tol=tol, refant_order=refant_order, xp=xp)
-    shape = (nchan, npol, n_ant)
-    return GainSolution(
-        gains=xp.moveaxis(res.gains.reshape(shape), 2, 0),
-        snr=xp.moveaxis(res.snr.reshape(shape), 2, 0),
-        converged=res.converged.reshape(nchan, npol), n_iter=res.n_iter,
-        refant=int(_host(xp.asarray(refant_order))[0]), sigma=res.sigma.reshape(nchan, npol))
+    return _solve_slots(sums, flags, ant1, ant2, n_ant=n_ant, slots=(nchan, npol),
+                        ant_axis=0, refant_order=refant_order, n_iter=n_iter, tol=tol, xp=xp)
 
 
 def solve_gains(vis, model, flags, ant1, ant2, *, n_ant: int, bandpass=None,
@@ -359,13 +351,20 @@ def solve_gains(vis, model, flags, ant1, ant2, *, n_ant: int, bandpass=None,
     R, Q, P, N = _blocked_sums(vis, model, flags, axis=2, xp=xp, pre=pre)  # (t, nbl, npol)
     ntime, nbl, npol = R.shape
     sums = [xp.moveaxis(x, 1, 0).reshape(nbl, ntime * npol) for x in (R, Q, P, N)]
+    return _solve_slots(sums, flags, ant1, ant2, n_ant=n_ant, slots=(ntime, npol),
+                        ant_axis=1, refant_order=refant_order, n_iter=n_iter, tol=tol, xp=xp)
+
+
+def _solve_slots(sums, flags, ant1, ant2, *, n_ant: int, slots: tuple[int, int],
+                 ant_axis: int, refant_order, n_iter: int, tol: float, xp) -> GainSolution:
+    """StEFCal over (nbl, n_slot) baseline sums; gains with the antenna axis at ``ant_axis``."""
     ne = dense_normal_equations(*sums, ant1, ant2, n_ant=n_ant, xp=xp)
     if refant_order is None:
         refant_order = data_count_order(flags, n_ant=n_ant, ant1=ant1, ant2=ant2, xp=xp)
     res = stefcal_normal(ne, n_iter=n_iter, tol=tol, refant_order=refant_order, xp=xp)
-    shape = (ntime, npol, n_ant)
+    shape = (*slots, n_ant)
     return GainSolution(
-        gains=xp.moveaxis(res.gains.reshape(shape), 2, 1),
-        snr=xp.moveaxis(res.snr.reshape(shape), 2, 1),
-        converged=res.converged.reshape(ntime, npol), n_iter=res.n_iter,
-        refant=int(_host(xp.asarray(refant_order))[0]), sigma=res.sigma.reshape(ntime, npol))
+        gains=xp.moveaxis(res.gains.reshape(shape), 2, ant_axis),
+        snr=xp.moveaxis(res.snr.reshape(shape), 2, ant_axis),
+        converged=res.converged.reshape(slots), n_iter=res.n_iter,
+        refant=int(_host(xp.asarray(refant_order))[0]), sigma=res.sigma.reshape(slots))
