@@ -25,6 +25,7 @@ import pandas as pd
 from pipeline.errors import SchemaTooNew, StoreCorrupt, StoreLocked, UnknownObservation
 from pipeline.home import Home
 from pipeline.states import JOB_STATES, STATES, StageSpec, stage_spec
+from pipeline.store_images import ImageQueries
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -104,7 +105,7 @@ _OBS_COLUMNS = ("id, start_utc, mid_mjd, dec_deg, n_subbands, partial, state, at
                 "next_try_utc, error, quarantined, ms_path, files")
 
 
-class Store:
+class Store(ImageQueries):
     """Owns the home's DuckDB file; every query the pipeline and views need is a method."""
 
     #: Observation columns a stage may set through StageResult.updates.
@@ -501,16 +502,6 @@ class Store:
         return {k: Histogram(bounds=(*edges, float("inf")), cumulative=(*cum, n),
                              total=float(total), count=n)
                 for k, total, n, *cum in rows}
-
-    def add_image(self, *, observation_id: str, path: str, mid_mjd: float, now: datetime,
-                  rms_jy: float | None = None, **qa: float | str | None) -> int:
-        """Register an image and its QA figures; returns its id."""
-        cols = ["observation_id", "path", "mid_mjd", "rms_jy", "created_utc", *qa]
-        vals = [observation_id, path, mid_mjd, rms_jy, now, *qa.values()]
-        marks = ", ".join("?" * len(cols))
-        return self._cur.execute(
-            f"INSERT INTO images ({', '.join(cols)}) VALUES ({marks}) RETURNING id", vals
-        ).fetchone()[0]
 
     # --------------------------------------------------------------- alerts
     def add_alert(self, *, severity: str, kind: str, message: str, now: datetime,
