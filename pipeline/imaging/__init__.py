@@ -1,0 +1,1 @@
+"""Imaging: weighting, gridding (ducc0 on the CPU, CuPy on the GPU), CLEAN, products."""

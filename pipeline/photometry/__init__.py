@@ -1,0 +1,1 @@
+"""Photometry: forced fits at catalog positions, blind detection, variability metrics."""
