@@ -1,11 +1,14 @@
-"""Tornado handlers mounted beside the Panel pages: /metrics, /api/health, / redirect."""
+"""Tornado handlers mounted beside the Panel pages: /metrics, /api/health, image files."""
 
 from __future__ import annotations
 
 import json
+import os
+from pathlib import Path
 
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
-from tornado.web import RequestHandler
+from tornado.iostream import StreamClosedError
+from tornado.web import HTTPError, RequestHandler
 
 from pipeline import __version__
 from pipeline.runner_state import RunnerState
@@ -48,3 +51,54 @@ class HealthHandler(RequestHandler):
         self.set_header("Content-Type", "application/json")
         self.set_status(200 if body["ok"] else 503)
         self.write(json.dumps(body))
+
+
+#: content type per product of GET /api/images/<id>/<product>
+IMAGE_CONTENT_TYPES = {"fits": "application/fits", "residual": "application/fits",
+                       "model": "application/fits", "psf": "application/fits",
+                       "pbcor": "application/fits", "thumbnail": "image/png"}
+_CHUNK = 1 << 20
+
+
+class ImageFileHandler(RequestHandler):
+    """GET /api/images/<id>/<product>: a file the store registered for that image, else 404.
+
+    The path always comes from the store's row; nothing the client sends becomes part of
+    a path, so no request can reach a file the store does not know.
+    """
+
+    def initialize(self, store: Store) -> None:
+        """Tornado passes the route's arguments here."""
+        self.store = store
+
+    async def get(self, image_id: str, product: str) -> None:
+        """Stream the file in 1 MiB chunks (a 4096² image is 64 MB)."""
+        if product not in IMAGE_CONTENT_TYPES:
+            raise HTTPError(404)
+        path = self.store.image_file(image_id, product)
+        try:
+            f = open(path, "rb") if path is not None else None  # noqa: SIM115 — closed below
+        except OSError:  # removed since the store looked
+            f = None
+        if f is None:
+            raise HTTPError(404)
+        self.set_header("Content-Type", IMAGE_CONTENT_TYPES[product])
+        self.set_header("Content-Length", str(os.fstat(f.fileno()).st_size))
+        if product == "thumbnail":
+            self.set_header("Cache-Control", "max-age=60")
+        else:
+            self.set_header("Content-Disposition",
+                            f'attachment; filename="{_download_name(path, product)}"')
+        with f:
+            while chunk := f.read(_CHUNK):
+                self.write(chunk)
+                try:
+                    await self.flush()
+                except StreamClosedError:
+                    return
+
+
+def _download_name(path: Path, product: str) -> str:
+    """The registered file's name, made safe for a quoted header value."""
+    name = "".join(c if c.isascii() and (c.isalnum() or c in "-_.") else "_" for c in path.name)
+    return name if name.lower().endswith(".fits") else f"{name or product}.fits"

@@ -13,7 +13,7 @@ from bokeh.server.server import Server
 from tornado.ioloop import IOLoop
 from tornado.web import RedirectHandler
 
-from app.http import HealthHandler, MetricsHandler
+from app.http import HealthHandler, ImageFileHandler, MetricsHandler
 from app.metrics import metrics_registry
 from pipeline.errors import ContimgError
 from pipeline.home import Home
@@ -88,6 +88,7 @@ def make_server(ctx: AppContext, *, port: int, address: str,
         (r"/", RedirectHandler, {"url": "/overview"}),
         (r"/metrics", MetricsHandler, {"registry": metrics_registry(ctx.store, ctx.state)}),
         (r"/api/health", HealthHandler, {"store": ctx.store, "state": ctx.state}),
+        (r"/api/images/([^/]+)/([^/]+)", ImageFileHandler, {"store": ctx.store}),
     ]
     origins = [f"{host}:{port}" for host in {address, "localhost", "127.0.0.1"}]
     try:

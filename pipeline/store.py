@@ -26,6 +26,8 @@ from pipeline.errors import SchemaTooNew, StoreCorrupt, StoreLocked, UnknownObse
 from pipeline.home import Home
 from pipeline.states import JOB_STATES, STATES, StageSpec, stage_spec
 from pipeline.store_images import ImageQueries
+from pipeline.store_photometry import PhotometryQueries
+from pipeline.store_sources import SourceQueries
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -105,7 +107,7 @@ _OBS_COLUMNS = ("id, start_utc, mid_mjd, dec_deg, n_subbands, partial, state, at
                 "next_try_utc, error, quarantined, ms_path, files")
 
 
-class Store(ImageQueries):
+class Store(ImageQueries, SourceQueries, PhotometryQueries):
     """Owns the home's DuckDB file; every query the pipeline and views need is a method."""
 
     #: Observation columns a stage may set through StageResult.updates.

@@ -10,9 +10,12 @@ import panel as pn
 from pipeline.runner_state import RunnerState
 from pipeline.store import Store
 from views.calibration_page import CalibrationPage
+from views.gpu_page import GpuPage
+from views.images_page import ImageBrowser
 from views.overview import OverviewPage
 from views.pipeline_page import PipelinePage
 from views.planned import PlannedPage
+from views.sources_page import SourcesPage
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -35,18 +38,10 @@ PAGES: tuple[PageSpec, ...] = (
              build=lambda store, state: OverviewPage(store=store, state=state)),
     PageSpec(slug="pipeline", title="Pipeline & jobs",
              build=lambda store, state: PipelinePage(store=store, state=state)),
-    PageSpec(slug="images", title="Images", build=_planned(
-        "Images",
-        "A filterable, sortable table of images (time, declination, rms, QA), a thumbnail "
-        "gallery, and an interactive viewer with colour scaling, RA/Dec hover, beam ellipse, "
-        "catalog overlay and FITS download.",
-        "the imaging issue (#5)")),
-    PageSpec(slug="sources", title="Sources & lightcurves", build=_planned(
-        "Sources & lightcurves",
-        "Sources filtered by η, V, flux and number of measurements or by position; an η–V "
-        "scatter with thresholds; the selected source's lightcurve with image cutouts; "
-        "VOTable and CSV export.",
-        "the photometry issue (#6)")),
+    PageSpec(slug="images", title="Images",
+             build=lambda store, state: ImageBrowser(store=store, state=state)),
+    PageSpec(slug="sources", title="Sources & lightcurves",
+             build=lambda store, state: SourcesPage(store=store, state=state)),
     PageSpec(slug="calibration", title="Calibration",
              build=lambda store, state: CalibrationPage(store=store, state=state)),
     PageSpec(slug="mosaics", title="Mosaics", build=_planned(
@@ -61,11 +56,8 @@ PAGES: tuple[PageSpec, ...] = (
         "Saved queries",
         "Named filters over sources, images and observations that can be re-run, shared by "
         "link and used by triggers.")),
-    PageSpec(slug="gpu", title="GPU status", build=_planned(
-        "GPU status",
-        "Each GPU's name, memory, utilization, temperature and power, live, and which "
-        "backend (GPU or CPU) each recent image used and how long it took.",
-        "the imaging issue (#5)")),
+    PageSpec(slug="gpu", title="GPU status",
+             build=lambda store, state: GpuPage(store=store, state=state)),
     PageSpec(slug="backups", title="Backups", build=_planned(
         "Backups",
         "Store backups with size, checksum and validation result; create, validate and "

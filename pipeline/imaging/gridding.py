@@ -37,7 +37,7 @@ def vis2dirty(*, uvw: Any, freq: Any, vis: Any, wgt: Any, npix: int, pixsize_rad
     from pipeline.imaging import gpu_gridding
     return gpu_gridding.vis2dirty(uvw=uvw, freq=freq, vis=vis, wgt=wgt, npix=npix,
                                   pixsize_rad=pixsize_rad, do_wgridding=do_wgridding,
-                                  backend=backend)
+                                  backend=backend, epsilon=epsilon)
 
 
 def dirty2vis(*, uvw: Any, freq: Any, dirty: Any, wgt: Any | None, pixsize_rad: float,
@@ -53,7 +53,7 @@ def dirty2vis(*, uvw: Any, freq: Any, dirty: Any, wgt: Any | None, pixsize_rad: 
     from pipeline.imaging import gpu_gridding
     return gpu_gridding.dirty2vis(uvw=uvw, freq=freq, dirty=dirty, wgt=wgt,
                                   pixsize_rad=pixsize_rad, do_wgridding=do_wgridding,
-                                  backend=backend)
+                                  backend=backend, epsilon=epsilon)
 
 
 def _ducc() -> Any:

@@ -1,0 +1,143 @@
+"""Blind detection: islands above N σ that no known source explains → new-source candidates.
+
+Islands are connected pixels at or above ``detect_sigma`` times the local rms (the same
+tile map forced photometry uses), labelled with ``scipy.ndimage.label``. Each island's
+position is its flux-weighted centroid (the peak pixel when the centroid falls outside
+the island); its flux is the beam fit at that position, as for forced photometry. Only
+islands inside the primary-beam cutoff count: outside it the catalog was not measured,
+so an unmatched island there would be a false "new" source.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+from scipy import ndimage
+from scipy.spatial import cKDTree
+
+from pipeline.photometry.forced import (
+    PhotometryConfig,
+    SkyImage,
+    beam_precision_px,
+    fit_in_chunks,
+    pb_at,
+    rms_map,
+)
+
+
+@dataclass(frozen=True, kw_only=True)
+class Islands:
+    """Islands found in one image (all arrays (n,)); fluxes PB-corrected, Jy."""
+
+    ra_deg: np.ndarray
+    dec_deg: np.ndarray
+    x: np.ndarray
+    y: np.ndarray
+    peak_jy_beam: np.ndarray   # apparent peak pixel value
+    flux_jy: np.ndarray
+    flux_err_jy: np.ndarray
+    snr: np.ndarray
+    local_rms_jy: np.ndarray
+    pb: np.ndarray
+    n_pixels: np.ndarray
+
+    def __len__(self) -> int:
+        return int(self.ra_deg.size)
+
+    def take(self, idx: np.ndarray) -> Islands:
+        """The islands at ``idx``."""
+        return Islands(**{k: np.asarray(v)[idx] for k, v in self.__dict__.items()})
+
+
+def find_islands(image: SkyImage, *, config: PhotometryConfig | None = None,
+                 residual: np.ndarray | None = None,
+                 pbcor: np.ndarray | None = None) -> Islands:
+    """Islands at or above ``config.detect_sigma`` local rms inside the PB cutoff."""
+    config = config or PhotometryConfig()
+    data = image.data
+    tile = max(16, int(round(config.rms_tile_fwhm * image.bmaj_px)))
+    sigma = rms_map(residual if residual is not None else data, tile=tile)
+    with np.errstate(invalid="ignore"):
+        above = np.isfinite(data) & (data >= config.detect_sigma * sigma)
+    labels, n = ndimage.label(above)
+    if n == 0:
+        return _empty()
+    # Island statistics from the island pixels alone: scipy's per-label maximum sorts
+    # the whole image (seconds on 2048²), these few per cent of it sort in milliseconds.
+    ny, nx = data.shape
+    flat = np.flatnonzero(labels)
+    lab = labels.ravel()[flat]
+    val = data.ravel()[flat].astype(np.float64)
+    py, px = np.divmod(flat, nx)
+    sizes = np.bincount(lab, minlength=n + 1)[1:]
+    wsum = np.bincount(lab, weights=val, minlength=n + 1)[1:]
+    cx = np.bincount(lab, weights=val * px, minlength=n + 1)[1:] / wsum
+    cy = np.bincount(lab, weights=val * py, minlength=n + 1)[1:] / wsum
+    top = np.lexsort((val, lab))[np.cumsum(sizes) - 1]     # each island's brightest pixel
+    peaks, peak_x, peak_y = val[top], px[top].astype(float), py[top].astype(float)
+    # A ring-shaped island's centroid can sit off the island; fall back to the peak there.
+    iy, ix = np.rint(cy).astype(int), np.rint(cx).astype(int)
+    inside = (iy >= 0) & (iy < ny) & (ix >= 0) & (ix < nx)
+    on_island = np.zeros(n, bool)
+    on_island[inside] = labels[iy[inside], ix[inside]] == np.arange(1, n + 1)[inside]
+    cx = np.where(on_island, cx, peak_x)
+    cy = np.where(on_island, cy, peak_y)
+    keep = sizes >= config.min_island_pixels
+    cx, cy, peaks, sizes = cx[keep], cy[keep], peaks[keep], sizes[keep]
+    pb = pb_at(image, cx, cy, pbcor=pbcor)
+    inside_pb = np.isfinite(pb) & (pb >= config.pb_cutoff)
+    cx, cy, peaks, sizes, pb = (a[inside_pb] for a in (cx, cy, peaks, sizes, pb))
+    if cx.size == 0:
+        return _empty()
+    precision = beam_precision_px(image.cd, image.bmaj_deg, image.bmin_deg, image.bpa_deg)
+    half = max(2, int(math.ceil(config.box_fwhm * image.bmaj_px)))
+    amp, _bg, gain, _flags = fit_in_chunks(data, cx, cy, precision=precision, half=half)
+    local = sigma[np.clip(np.rint(cy).astype(int), 0, ny - 1),
+                  np.clip(np.rint(cx).astype(int), 0, nx - 1)].astype(float)
+    # A fit that failed (box mostly blanked) falls back to the peak, the point-source flux.
+    amp = np.where(np.isfinite(amp), amp, peaks)
+    err = np.where(np.isfinite(gain), local * gain, local)
+    ra, dec = image.wcs.all_pix2world(cx, cy, 0)
+    return Islands(ra_deg=np.asarray(ra, float) % 360.0, dec_deg=np.asarray(dec, float),
+                   x=cx, y=cy, peak_jy_beam=peaks, flux_jy=amp / pb, flux_err_jy=err / pb,
+                   snr=amp / err, local_rms_jy=local / pb, pb=pb,
+                   n_pixels=sizes.astype(np.int64))
+
+
+def _unit_vectors(ra_deg: np.ndarray, dec_deg: np.ndarray) -> np.ndarray:
+    ra, dec = np.radians(np.asarray(ra_deg, float)), np.radians(np.asarray(dec_deg, float))
+    return np.stack([np.cos(dec) * np.cos(ra), np.cos(dec) * np.sin(ra), np.sin(dec)], axis=-1)
+
+
+def unmatched(islands: Islands, known_ra_deg: np.ndarray, known_dec_deg: np.ndarray, *,
+              radius_arcsec: float) -> np.ndarray:
+    """Indices of islands with no known source within ``radius_arcsec``."""
+    if len(islands) == 0:
+        return np.zeros(0, dtype=np.int64)
+    if np.size(known_ra_deg) == 0:
+        return np.arange(len(islands))
+    tree = cKDTree(_unit_vectors(known_ra_deg, known_dec_deg))
+    chord = 2.0 * math.sin(math.radians(radius_arcsec / 3600.0) / 2.0)
+    dist, _ = tree.query(_unit_vectors(islands.ra_deg, islands.dec_deg), k=1)
+    return np.flatnonzero(dist > chord)
+
+
+def new_source_candidates(image: SkyImage, known_ra_deg: np.ndarray,
+                          known_dec_deg: np.ndarray, *, config: PhotometryConfig | None = None,
+                          residual: np.ndarray | None = None,
+                          pbcor: np.ndarray | None = None) -> tuple[Islands, int]:
+    """(islands no known source explains, number of islands found in all)."""
+    config = config or PhotometryConfig()
+    islands = find_islands(image, config=config, residual=residual, pbcor=pbcor)
+    radius = (config.match_radius_arcsec if config.match_radius_arcsec is not None
+              else image.bmaj_deg * 3600.0)
+    return islands.take(unmatched(islands, known_ra_deg, known_dec_deg,
+                                  radius_arcsec=radius)), len(islands)
+
+
+def _empty() -> Islands:
+    z = np.zeros(0)
+    return Islands(ra_deg=z, dec_deg=z, x=z, y=z, peak_jy_beam=z, flux_jy=z, flux_err_jy=z,
+                   snr=z, local_rms_jy=z, pb=z, n_pixels=np.zeros(0, np.int64))

@@ -1,0 +1,393 @@
+"""The store's photometry section, write side: catalog seeding, measurements, variability.
+
+Mixed into Store. Pages read through ``pipeline.store_sources`` (the read side).
+
+Appends stay cheap at 100 M photometry rows because nothing is indexed there: an image's
+rows go in sorted by source_id in one bulk INSERT from a DataFrame, and ``photometry_runs``
+says whether an image was measured before, so only a re-measurement pays for the DELETE
+that replaces its rows. Catalog ids follow RA, so the sources of one field form a narrow
+id range and the variability update's scan is pruned to it by DuckDB's zone maps.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+from datetime import datetime
+
+import duckdb
+import numpy as np
+import pandas as pd
+
+from pipeline.photometry.thresholds import VariabilityThresholds
+
+log = logging.getLogger(__name__)
+
+#: Columns of the frame ``record_photometry`` takes for measured rows.
+PHOTOMETRY_FRAME_COLUMNS = ("source_id", "flux_jy", "flux_err_jy", "snr", "local_rms_jy",
+                            "background_jy", "pb", "flags", "forced")
+#: Columns of the frame ``record_photometry`` takes for new (detected) sources.
+NEW_SOURCE_COLUMNS = ("name", "ra_deg", "dec_deg", "flux_jy", "flux_err_jy", "snr",
+                      "local_rms_jy", "pb")
+#: Tries of a photometry write that loses a write-write conflict.
+WRITE_ATTEMPTS = 10
+#: Above this many sources per kind, one image raises a single summary alert.
+MAX_ALERTS_PER_IMAGE = 10
+
+
+@dataclass(frozen=True, kw_only=True)
+class PhotometryWrite:
+    """What ``record_photometry`` did."""
+
+    image_id: int
+    n_rows: int
+    replaced: bool                  # the image had rows before; they were replaced
+    new_source_ids: tuple[int, ...]
+    newly_variable_ids: tuple[int, ...]
+
+
+class PhotometryQueries:
+    """Mixed into Store: writing sources, photometry and variability."""
+
+    # ------------------------------------------------------------------ catalog
+    def catalog_seeded(self) -> bool:
+        """Whether the reference catalog is in ``sources`` already."""
+        return self._cur.execute(
+            "SELECT count(*) > 0 FROM sources WHERE origin = 'catalog'").fetchall()[0][0]
+
+    def add_catalog_sources(self, frame: pd.DataFrame, *, now: datetime) -> int:
+        """Bulk-insert reference sources (name, ra_deg, dec_deg, flux_jy, spectral_index).
+
+        Ids are given in RA order, so a field's sources form a narrow id range. Returns
+        the number inserted.
+        """
+        cat = frame.loc[:, ["name", "ra_deg", "dec_deg", "flux_jy", "spectral_index"]]
+        cur = self._cur
+        _register(cur, "_catalog_in", cat)
+        try:
+            with self._transaction() as tx:
+                tx.execute(
+                    "INSERT INTO sources (name, ra_deg, dec_deg, catalog_flux_jy, "
+                    "spectral_index, origin, created_utc) SELECT name, ra_deg, dec_deg, "
+                    "flux_jy, spectral_index, 'catalog', ? FROM _catalog_in "
+                    "ORDER BY ra_deg, dec_deg", [now])
+        finally:
+            _unregister(cur, "_catalog_in")
+        return len(cat)
+
+    # ---------------------------------------------------------------- the stage
+    def image_to_measure(self, observation_id: str) -> dict | None:
+        """The observation's images row as the measure stage needs it, or None."""
+        cols = ("id", "path", "pbcor_path", "residual_path", "mid_mjd", "ra_deg", "dec_deg",
+                "freq_hz", "npix", "cell_arcsec", "bmaj_deg", "qa_passed", "qa_reason")
+        row = self._cur.execute(f"SELECT {', '.join(cols)} FROM images "
+                                "WHERE observation_id = ?", [observation_id]).fetchone()
+        return None if row is None else dict(zip(cols, row, strict=True))
+
+    def sources_in_field(self, ra_deg: float, dec_deg: float, radius_deg: float
+                         ) -> pd.DataFrame:
+        """Sources within ``radius_deg`` of a position: id, name, ra_deg, dec_deg, origin."""
+        cos_dec = max(np.cos(np.radians(min(abs(dec_deg) + radius_deg, 90.0))), 1e-6)
+        ra_half = min(radius_deg / cos_dec, 180.0)
+        return self._df(
+            "SELECT id, name, ra_deg, dec_deg, origin FROM sources "
+            "WHERE dec_deg BETWEEN ? AND ? "
+            "AND abs(((ra_deg - ? + 540.0) % 360.0) - 180.0) <= ? "
+            "AND degrees(acos(least(1.0, sin(radians(dec_deg)) * sin(radians(?)) "
+            "  + cos(radians(dec_deg)) * cos(radians(?)) * cos(radians(ra_deg - ?))))) <= ? "
+            "ORDER BY id",
+            [dec_deg - radius_deg, dec_deg + radius_deg, ra_deg, ra_half,
+             dec_deg, dec_deg, ra_deg, radius_deg])
+
+    def record_photometry(self, *, image_id: int, observation_id: str, mjd: float,
+                          rows: pd.DataFrame, new_sources: pd.DataFrame, n_islands: int,
+                          now: datetime, thresholds: VariabilityThresholds | None = None
+                          ) -> PhotometryWrite:
+        """Write one image's measurements, replacing any earlier ones, in one transaction.
+
+        ``rows`` has PHOTOMETRY_FRAME_COLUMNS (known sources); ``new_sources`` has
+        NEW_SOURCE_COLUMNS (each becomes a 'detected' source with one unforced row).
+        Then variability is recomputed for every source touched and alerts are raised
+        for new sources and sources that became variable. Two images of overlapping
+        fields recorded at once conflict on their sources' variability rows; the loser
+        is rolled back and written again (it re-reads everything it depends on).
+        """
+        thresholds = thresholds or VariabilityThresholds()
+        for attempt in range(WRITE_ATTEMPTS):
+            try:
+                return self._record_photometry(
+                    image_id=image_id, observation_id=observation_id, mjd=mjd, rows=rows,
+                    new_sources=new_sources, n_islands=n_islands, now=now,
+                    thresholds=thresholds)
+            except (duckdb.TransactionException, duckdb.ConstraintException):
+                # ConstraintException: both inserted the first variability row of a source.
+                if attempt == WRITE_ATTEMPTS - 1:
+                    raise
+                log.info("image %d: photometry write conflicted, retrying", image_id)
+                time.sleep(0.01 * (attempt + 1))
+        raise AssertionError("unreachable")
+
+    def _record_photometry(self, *, image_id: int, observation_id: str, mjd: float,
+                           rows: pd.DataFrame, new_sources: pd.DataFrame, n_islands: int,
+                           now: datetime, thresholds: VariabilityThresholds
+                           ) -> PhotometryWrite:
+        cur = self._cur
+        with self._transaction() as tx:
+            replaced = tx.execute("SELECT count(*) > 0 FROM photometry_runs WHERE image_id = ?",
+                                  [image_id]).fetchall()[0][0]
+            before = pd.DataFrame({"source_id": np.zeros(0, np.int64)})
+            if replaced:
+                before = tx.execute("SELECT DISTINCT source_id FROM photometry "
+                                    "WHERE image_id = ?", [image_id]).df()
+                tx.execute("DELETE FROM photometry WHERE image_id = ?", [image_id])
+            new_ids = self._insert_new_sources(tx, new_sources, image_id=image_id, now=now)
+            frame = _photometry_frame(rows, new_sources, new_ids, image_id=image_id, mjd=mjd)
+            _register(cur, "_phot_in", frame)
+            try:
+                # A source discovered in this image keeps its unforced row on re-measurement.
+                tx.execute(
+                    "INSERT INTO photometry (source_id, image_id, mjd, flux_jy, flux_err_jy, "
+                    "snr, forced, local_rms_jy, background_jy, pb, flags) "
+                    "SELECT f.source_id, f.image_id, f.mjd, f.flux_jy, f.flux_err_jy, f.snr, "
+                    "f.forced AND s.first_image_id IS DISTINCT FROM f.image_id, f.local_rms_jy, "
+                    "f.background_jy, f.pb, f.flags FROM _phot_in f "
+                    "LEFT JOIN sources s ON s.id = f.source_id ORDER BY f.source_id")
+            finally:
+                _unregister(cur, "_phot_in")
+            tx.execute(
+                "INSERT INTO photometry_runs (image_id, observation_id, mjd, n_forced, n_new, "
+                "n_islands, sorted, measured_utc) VALUES (?, ?, ?, ?, ?, ?, false, ?) "
+                "ON CONFLICT (image_id) DO UPDATE SET observation_id = excluded.observation_id, "
+                "mjd = excluded.mjd, n_forced = excluded.n_forced, n_new = excluded.n_new, "
+                "n_islands = excluded.n_islands, sorted = false, "
+                "measured_utc = excluded.measured_utc",
+                [image_id, observation_id, mjd, len(rows), len(new_ids), n_islands, now])
+            touched = np.union1d(frame["source_id"].to_numpy(np.int64),
+                                 before["source_id"].to_numpy(np.int64))
+            newly = self._update_variability(tx, touched, image_id=image_id,
+                                             full=bool(replaced), thresholds=thresholds, now=now)
+            self._photometry_alerts(new_sources, new_ids, newly, observation_id, now=now)
+        return PhotometryWrite(image_id=image_id, n_rows=len(frame), replaced=bool(replaced),
+                               new_source_ids=tuple(int(i) for i in new_ids),
+                               newly_variable_ids=tuple(int(i) for i in newly))
+
+    def _insert_new_sources(self, tx, new_sources: pd.DataFrame, *, image_id: int,
+                            now: datetime) -> np.ndarray:
+        if new_sources is None or len(new_sources) == 0:
+            return np.zeros(0, np.int64)
+        ids = np.asarray([r[0] for r in tx.execute(
+            "SELECT nextval('sources_id_seq') FROM range(?)", [len(new_sources)]).fetchall()],
+            np.int64)
+        frame = pd.DataFrame({"id": ids, "name": new_sources["name"].astype(str).to_numpy(),
+                              "ra_deg": new_sources["ra_deg"].to_numpy(float),
+                              "dec_deg": new_sources["dec_deg"].to_numpy(float)})
+        _register(self._cur, "_new_src", frame)
+        try:
+            tx.execute("INSERT INTO sources (id, name, ra_deg, dec_deg, origin, created_utc, "
+                       "first_image_id) SELECT id, name, ra_deg, dec_deg, 'detected', ?, ? "
+                       "FROM _new_src", [now, image_id])
+        finally:
+            _unregister(self._cur, "_new_src")
+        return ids
+
+    def _update_variability(self, tx, source_ids: np.ndarray, *, image_id: int, full: bool,
+                            thresholds: VariabilityThresholds, now: datetime) -> np.ndarray:
+        """Recompute variability of ``source_ids``; returns those that became variable.
+
+        Whole-lightcurve metrics are recomputed from the rows. The pair maximum is
+        incremental after an append (pairs of this image's rows with the source's other
+        rows, merged with the stored maximum) and recomputed over all pairs with ``full``.
+        """
+        if source_ids.size == 0:
+            return np.zeros(0, np.int64)
+        _register(self._cur, "_touched", pd.DataFrame({"source_id": source_ids}))
+        try:
+            # Inlined (ints) so the planner prunes row groups by their source_id min/max;
+            # a bound parameter is planned before its value is known.
+            lo, hi = int(source_ids.min()), int(source_ids.max())
+            # After an append only pairs with this image's rows are new: join those rows
+            # with the rest (N per source) rather than all pairs (N² per source).
+            pair_join = ("a.image_id < b.image_id" if full
+                         else "a.image_id = $img AND b.image_id <> $img")
+            rows = tx.execute(
+                f"""
+                WITH p AS (
+                    SELECT source_id, image_id, mjd, flux_jy AS s, flux_err_jy AS e, snr
+                    FROM photometry WHERE source_id BETWEEN {lo} AND {hi}
+                    AND source_id IN (SELECT source_id FROM _touched)),
+                agg AS (
+                    SELECT source_id, count(*) AS n,
+                           sum(s / (e * e)) / sum(1.0 / (e * e)) AS wmean,
+                           avg(s) AS mean, stddev_samp(s) AS sd, max(s) AS mx, min(s) AS mn,
+                           max(snr) AS max_snr, count(*) FILTER (WHERE snr >= 5) AS n_det,
+                           min(mjd) AS first_mjd, max(mjd) AS last_mjd
+                    FROM p GROUP BY source_id),
+                chi AS (
+                    SELECT p.source_id,
+                           CASE WHEN agg.n > 1 THEN sum((p.s - agg.wmean) ** 2 / (p.e * p.e))
+                                / (agg.n - 1) END AS eta
+                    FROM p JOIN agg USING (source_id) GROUP BY p.source_id, agg.n),
+                pairs AS (
+                    SELECT a.source_id,
+                           abs(a.s - b.s) / sqrt(a.e * a.e + b.e * b.e) AS vs,
+                           abs(2.0 * (a.s - b.s) / (a.s + b.s)) AS m
+                    FROM p a JOIN p b ON a.source_id = b.source_id AND {pair_join}),
+                best AS (
+                    SELECT source_id, max(vs) AS vs, arg_max(m, vs) AS m FROM pairs
+                    WHERE m > $m_thr GROUP BY source_id),
+                merged AS (
+                    SELECT agg.*, chi.eta,
+                           CASE WHEN agg.sd IS NULL OR agg.mean = 0 THEN NULL
+                                ELSE agg.sd / agg.mean END AS v,
+                           CASE WHEN $full OR old.source_id IS NULL
+                                     OR coalesce(best.vs, 0) > old.vs_max
+                                THEN coalesce(best.vs, 0) ELSE old.vs_max END AS vs_max,
+                           CASE WHEN $full OR old.source_id IS NULL
+                                     OR coalesce(best.vs, 0) > old.vs_max
+                                THEN coalesce(best.m, 0) ELSE old.m_max END AS m_max,
+                           coalesce(old.is_variable, false) AS was_variable
+                    FROM agg JOIN chi USING (source_id)
+                    LEFT JOIN best USING (source_id)
+                    LEFT JOIN variability old USING (source_id))
+                SELECT *, (coalesce(eta > $eta_thr AND v > $v_thr, false)
+                           OR (vs_max >= $vs_thr AND m_max > $m_thr)) AS is_variable
+                FROM merged
+                """,
+                {"full": full, "m_thr": thresholds.m,
+                 "eta_thr": thresholds.eta, "v_thr": thresholds.v, "vs_thr": thresholds.vs,
+                 **({} if full else {"img": image_id})}).df()
+        finally:
+            _unregister(self._cur, "_touched")
+        _register(self._cur, "_var_new", rows)
+        try:
+            # Sources left with no rows (a re-measurement dropped them) lose their metrics.
+            tx.execute("DELETE FROM variability WHERE source_id IN (SELECT source_id FROM "
+                       "(SELECT unnest(?) AS source_id) EXCEPT SELECT source_id FROM _var_new)",
+                       [source_ids.tolist()])
+            tx.execute(
+                "INSERT INTO variability (source_id, n_meas, wmean_jy, eta, v, vs_max, m_max, "
+                "is_variable, updated_utc, mean_jy, max_jy, min_jy, max_snr, n_detected, "
+                "first_mjd, last_mjd) SELECT source_id, n, wmean, eta, v, vs_max, m_max, "
+                "is_variable, ?, mean, mx, mn, max_snr, n_det, first_mjd, last_mjd "
+                "FROM _var_new ON CONFLICT (source_id) DO UPDATE SET n_meas = excluded.n_meas, "
+                "wmean_jy = excluded.wmean_jy, eta = excluded.eta, v = excluded.v, "
+                "vs_max = excluded.vs_max, m_max = excluded.m_max, "
+                "is_variable = excluded.is_variable, updated_utc = excluded.updated_utc, "
+                "mean_jy = excluded.mean_jy, max_jy = excluded.max_jy, "
+                "min_jy = excluded.min_jy, max_snr = excluded.max_snr, "
+                "n_detected = excluded.n_detected, first_mjd = excluded.first_mjd, "
+                "last_mjd = excluded.last_mjd", [now])
+        finally:
+            _unregister(self._cur, "_var_new")
+        newly = rows.loc[rows["is_variable"] & ~rows["was_variable"], "source_id"]
+        return newly.to_numpy(np.int64)
+
+    def recompute_variability(self, *, now: datetime,
+                              thresholds: VariabilityThresholds | None = None) -> int:
+        """Recompute every source's variability from all its rows (after a threshold change)."""
+        thresholds = thresholds or VariabilityThresholds()
+        ids = self._cur.execute("SELECT DISTINCT source_id FROM photometry").fetchnumpy()
+        source_ids = np.asarray(ids["source_id"], np.int64)
+        with self._transaction() as tx:
+            self._update_variability(tx, source_ids, image_id=-1, full=True,
+                                     thresholds=thresholds, now=now)
+        return int(source_ids.size)
+
+    def _photometry_alerts(self, new_sources: pd.DataFrame, new_ids: np.ndarray,
+                           newly_variable: np.ndarray, observation_id: str, *,
+                           now: datetime) -> None:
+        if len(new_ids):
+            if len(new_ids) > MAX_ALERTS_PER_IMAGE:
+                self.add_alert(severity="warning", kind="new sources", subject=observation_id,
+                               now=now, message=f"{len(new_ids)} new sources in "
+                               f"{observation_id} (image may have artefacts)")
+            else:
+                for sid, r in zip(new_ids, new_sources.itertuples(index=False), strict=True):
+                    self.add_alert(
+                        severity="warning", kind="new source", subject=str(r.name), now=now,
+                        message=f"new source {r.name} (id {sid}) at RA {r.ra_deg:.4f} "
+                                f"Dec {r.dec_deg:.4f}: {r.flux_jy * 1e3:.1f} mJy, "
+                                f"SNR {r.snr:.1f} in {observation_id}")
+        if len(newly_variable):
+            if len(newly_variable) > MAX_ALERTS_PER_IMAGE:
+                self.add_alert(severity="warning", kind="variable sources",
+                               subject=observation_id, now=now,
+                               message=f"{len(newly_variable)} sources became variable "
+                               f"after {observation_id} (check its calibration)")
+                return
+            names = dict(self._cur.execute(
+                "SELECT id, name FROM sources WHERE list_contains(?, id)",
+                [newly_variable.tolist()]).fetchall())
+            for sid in newly_variable:
+                name = names.get(int(sid), str(sid))
+                self.add_alert(severity="info", kind="variable source", subject=name, now=now,
+                               message=f"source {name} (id {sid}) is variable after "
+                                       f"{observation_id}")
+
+    # --------------------------------------------------------------- upkeep
+    def resort_photometry_tail(self) -> int:
+        """Re-sort the rows of images appended since the last re-sort by (source_id, mjd).
+
+        Rows of those images move to the end of the table in source order, so a
+        lightcurve touches one row group per re-sort instead of one per image. Returns the
+        number of rows moved. Run nightly (DESIGN: 1–2 ms lightcurves when sorted).
+        """
+        with self._transaction() as tx:
+            n = tx.execute("SELECT count(*) FROM photometry WHERE image_id IN "
+                           "(SELECT image_id FROM photometry_runs WHERE NOT sorted)"
+                           ).fetchone()[0]
+            if n:
+                tx.execute("CREATE TEMP TABLE _tail AS SELECT * FROM photometry "
+                           "WHERE image_id IN (SELECT image_id FROM photometry_runs "
+                           "WHERE NOT sorted)")
+                tx.execute("DELETE FROM photometry WHERE image_id IN "
+                           "(SELECT image_id FROM photometry_runs WHERE NOT sorted)")
+                tx.execute("INSERT INTO photometry SELECT * FROM _tail "
+                           "ORDER BY source_id, mjd")
+                tx.execute("DROP TABLE _tail")
+            tx.execute("UPDATE photometry_runs SET sorted = true WHERE NOT sorted")
+        if n:
+            # Until a checkpoint the deleted rows' row groups are still scanned.
+            try:
+                self._cur.execute("CHECKPOINT")
+            except duckdb.Error as exc:
+                log.info("checkpoint after re-sort postponed: %s", exc)
+        return int(n)
+
+
+def _register(cur, name: str, frame: pd.DataFrame) -> None:
+    """Register a DataFrame as a view on ``cur``.
+
+    DuckDB refuses to register while an earlier ``fetchone()`` left a result unread (as
+    ``add_alert`` does), so that result is run to its end first.
+    """
+    cur.complete()
+    cur.register(name, frame)
+
+
+def _unregister(cur, name: str) -> None:
+    """Drop a registered view; after a failed statement DuckDB may refuse, which is fine."""
+    try:
+        cur.unregister(name)
+    except duckdb.Error:
+        log.debug("could not unregister %s after an aborted transaction", name)
+
+
+def _photometry_frame(rows: pd.DataFrame, new_sources: pd.DataFrame, new_ids: np.ndarray, *,
+                      image_id: int, mjd: float) -> pd.DataFrame:
+    """One frame of rows to insert: the measured sources, then the new ones (unforced)."""
+    missing = set(PHOTOMETRY_FRAME_COLUMNS) - set(rows.columns)
+    if missing:
+        raise ValueError(f"image {image_id}: photometry rows lack {sorted(missing)}")
+    parts = [rows.loc[:, list(PHOTOMETRY_FRAME_COLUMNS)]]
+    if len(new_ids):
+        new = new_sources.loc[:, ["flux_jy", "flux_err_jy", "snr", "local_rms_jy", "pb"]].copy()
+        new.insert(0, "source_id", new_ids)
+        new["background_jy"], new["flags"], new["forced"] = 0.0, 0, False
+        parts.append(new.loc[:, list(PHOTOMETRY_FRAME_COLUMNS)])
+    frame = pd.concat(parts, ignore_index=True) if len(parts) > 1 else parts[0].copy()
+    frame = frame.astype({"source_id": np.int64, "flags": np.int32, "forced": bool})
+    frame.insert(1, "image_id", np.int64(image_id))
+    frame.insert(2, "mjd", float(mjd))
+    return frame.sort_values("source_id", kind="stable").reset_index(drop=True)
