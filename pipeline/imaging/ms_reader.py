@@ -99,6 +99,28 @@ def _spectral(ms: Path) -> tuple[np.ndarray, float]:
     return freq, width
 
 
+def _stokes_i(data: np.ndarray, flag: np.ndarray, weight: np.ndarray, ip: int, iq: int
+              ) -> tuple[np.ndarray, np.ndarray]:
+    """I = (V_p + V_q) / 2 and its weight 4 w_p w_q / (w_p + w_q), both 0 where flagged.
+
+    ``weight`` is overwritten (flagged entries zeroed). Returns (n, nchan) complex64 and
+    float32.
+    """
+    weight[flag] = 0.0
+    wp, wq = weight[:, :, ip], weight[:, :, iq]
+    if ip == iq:
+        wi = wp.copy()
+    else:
+        # a flagged hand has weight 0, which makes the product, and so w_I, 0
+        total = wp + wq
+        wi = np.zeros_like(total)
+        np.divide(4.0 * wp * wq, total, out=wi, where=total > 0)
+    vi = data[:, :, ip] + data[:, :, iq]
+    vi *= np.float32(0.5)
+    vi[wi <= 0] = 0
+    return vi, wi
+
+
 def read_imaging_data(ms_path: Path, *, column: str = "CORRECTED_DATA") -> ImagingData:
     """Stokes I visibilities, weights and metadata of a Measurement Set.
 
@@ -129,37 +151,36 @@ def read_imaging_data(ms_path: Path, *, column: str = "CORRECTED_DATA") -> Imagi
         time_s = t.getcol("TIME")
         interval = float(np.median(t.getcol("INTERVAL")))
         has_spectrum = "WEIGHT_SPECTRUM" in names and t.iscelldefined("WEIGHT_SPECTRUM", 0)
-        # rows are read in blocks and compacted to the cross-correlations
+        npol = int(t.getcell(col, int(cross[0])).shape[-1])
+        # rows are read in blocks into reused buffers (getcolnp: no fresh pages per
+        # block) and compacted to the cross-correlations
         keep = np.zeros(nrow, bool)
         keep[cross] = True
         nchan = freq.size
         vis = np.empty((cross.size, nchan), np.complex64)
         wgt = np.empty((cross.size, nchan), np.float32)
         uvw = np.empty((cross.size, 3), np.float64)
+        block = min(ROW_BLOCK, nrow)
+        data = np.empty((block, nchan, npol), np.complex64)
+        flag = np.empty((block, nchan, npol), bool)
+        weight = np.empty((block, nchan, npol), np.float32)
         out = 0
-        for r0 in range(0, nrow, ROW_BLOCK):
-            n = min(ROW_BLOCK, nrow - r0)
+        for r0 in range(0, nrow, block):
+            n = min(block, nrow - r0)
             sel = keep[r0:r0 + n]
             k = int(sel.sum())
             if k == 0:
                 continue
-            data = t.getcol(col, r0, n)[sel]
-            flag = t.getcol("FLAG", r0, n)[sel] | t.getcol("FLAG_ROW", r0, n)[sel, None, None]
+            t.getcolnp(col, data[:n], r0, n)
+            t.getcolnp("FLAG", flag[:n], r0, n)
+            flag[:n] |= t.getcol("FLAG_ROW", r0, n)[:, None, None]
             if has_spectrum:
-                w = t.getcol("WEIGHT_SPECTRUM", r0, n)[sel]
+                t.getcolnp("WEIGHT_SPECTRUM", weight[:n], r0, n)
             else:
-                w = np.broadcast_to(t.getcol("WEIGHT", r0, n)[sel][:, None, :], flag.shape)
-            wp = np.where(flag[:, :, ip], 0.0, w[:, :, ip]).astype(np.float32)
-            wq = np.where(flag[:, :, iq], 0.0, w[:, :, iq]).astype(np.float32)
-            if ip == iq:
-                wi = wp
-            else:
-                total = wp + wq
-                good = (wp > 0) & (wq > 0)
-                wi = np.where(good, 4.0 * wp * wq / np.where(good, total, 1.0), 0.0)
-            vi = 0.5 * (data[:, :, ip] + data[:, :, iq])
-            vis[out:out + k] = np.where(wi > 0, vi, 0)
-            wgt[out:out + k] = wi
+                weight[:n] = t.getcol("WEIGHT", r0, n)[:, None, :]
+            vi, wi = _stokes_i(data[:n], flag[:n], weight[:n], ip, iq)
+            vis[out:out + k] = vi[sel]
+            wgt[out:out + k] = wi[sel]
             uvw[out:out + k] = t.getcol("UVW", r0, n)[sel] * UVW_TO_GRIDDER
             out += k
     used = np.union1d(a1[cross], a2[cross])

@@ -39,20 +39,25 @@ def _cells(backend: Backend, uvw: Any, freq: Any, npix: int, pixsize_rad: float)
     """(nrow, nchan) int32 flat cell index on the folded npix × npix uv grid."""
     xp = backend.xp
     uvw = xp.asarray(uvw, dtype=xp.float64)
+    # fold (-u, -v) onto (u, v), a visibility and its conjugate filling one cell: per row,
+    # since frequency does not change the sign of u; on the u = 0 line by |v| below
+    flip = (uvw[:, 0] < 0) | ((uvw[:, 0] == 0) & (uvw[:, 1] < 0))
+    sign = xp.where(flip, -1.0, 1.0)[:, None]
     scale = xp.asarray(freq, dtype=xp.float64)[None, :] * (npix * pixsize_rad / C_M_S)
     nrow, half = uvw.shape[0], npix // 2
     cells = xp.empty((nrow, scale.shape[1]), dtype=xp.int32)
     for r0 in range(0, nrow, ROW_BLOCK):
-        u = xp.rint(uvw[r0:r0 + ROW_BLOCK, 0:1] * scale).astype(xp.int64)
-        v = xp.rint(uvw[r0:r0 + ROW_BLOCK, 1:2] * scale).astype(xp.int64)
-        # fold (-u, -v) onto (u, v): a visibility and its conjugate fill one cell
-        flip = (u < 0) | ((u == 0) & (v < 0))
-        u = xp.where(flip, -u, u)
-        v = xp.where(flip, -v, v)
+        rows = slice(r0, r0 + ROW_BLOCK)
+        u = xp.rint(uvw[rows, 0:1] * sign[rows] * scale).astype(xp.int32)
+        v = xp.rint(uvw[rows, 1:2] * sign[rows] * scale).astype(xp.int32)
+        v = xp.where(u == 0, xp.abs(v), v)
         if u.size and (int(xp.max(u)) >= half or int(xp.max(xp.abs(v))) >= half):
             raise WeightingError(f"visibilities fall outside the {npix}² uv grid of "
                                  f"{pixsize_rad:.3g} rad pixels", "use smaller pixels")
-        cells[r0:r0 + ROW_BLOCK] = u * npix + (v % npix)
+        v %= npix
+        u *= npix
+        u += v
+        cells[rows] = u
     return cells
 
 
@@ -84,13 +89,15 @@ def imaging_weights(*, uvw: Any, freq: Any, weight: Any, npix: int, pixsize_rad:
         raise WeightingError(f"unknown scheme {scheme!r}", "use natural, uniform or briggs")
     density, cells = weight_density(uvw=uvw, freq=freq, weight=w, npix=npix,
                                     pixsize_rad=pixsize_rad, backend=backend)
-    cell_w = density[cells]
-    positive = cell_w > 0
+    # the factor is formed per cell (npix², float32) and then gathered once per
+    # visibility: one float32 lookup instead of float64 arithmetic per visibility
+    occupied = density > 0
     if scheme == "uniform":
-        out = xp.where(positive, w / xp.where(positive, cell_w, 1.0), 0.0)
-        return out.astype(xp.float32)
-    total = float(xp.sum(w, dtype=xp.float64))
-    if total <= 0:
-        return xp.zeros_like(w)
-    f2 = (5.0 * 10.0 ** (-robust)) ** 2 / (float(xp.sum(density * density)) / total)
-    return (w / (1.0 + cell_w * f2)).astype(xp.float32)
+        factor = xp.where(occupied, 1.0 / xp.where(occupied, density, 1.0), 0.0)
+    else:
+        total = float(xp.sum(density))
+        if total <= 0:
+            return xp.zeros_like(w)
+        f2 = (5.0 * 10.0 ** (-robust)) ** 2 / (float(xp.sum(density * density)) / total)
+        factor = 1.0 / (1.0 + density * f2)
+    return w * factor.astype(xp.float32)[cells]

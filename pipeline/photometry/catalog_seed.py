@@ -15,13 +15,27 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 
-def catalog_frame(path: str | Path | None = None) -> pd.DataFrame:
-    """The reference catalog as name, ra_deg, dec_deg, flux_jy, spectral_index (1.4 GHz)."""
-    from pipeline.simulate.sky import DEFAULT_CATALOG, load_catalog  # noqa: PLC0415
+def catalog_frame(path: str | Path | None = None, *,
+                  calibrators: bool = True) -> pd.DataFrame:
+    """Reference sources as name, ra_deg, dec_deg, flux_jy, spectral_index (1.4 GHz).
 
-    sky = load_catalog(path or DEFAULT_CATALOG)
-    return pd.DataFrame({"name": list(sky.names), "ra_deg": sky.ra_deg, "dec_deg": sky.dec_deg,
-                         "flux_jy": sky.flux_jy, "spectral_index": sky.spectral_index})
+    The catalog plus, with ``calibrators``, the flux calibrators (data/calibrators.csv):
+    they are not in the catalog, and a 16 Jy calibrator in the field that is not a known
+    source would be a "new source" at every transit.
+    """
+    from pipeline.simulate.sky import (  # noqa: PLC0415
+        DEFAULT_CATALOG,
+        load_calibrators,
+        load_catalog,
+    )
+
+    skies = [load_catalog(path or DEFAULT_CATALOG)]
+    if calibrators:
+        skies.append(load_calibrators())
+    return pd.concat([pd.DataFrame({"name": list(sky.names), "ra_deg": sky.ra_deg,
+                                    "dec_deg": sky.dec_deg, "flux_jy": sky.flux_jy,
+                                    "spectral_index": sky.spectral_index})
+                      for sky in skies], ignore_index=True)
 
 
 def seed_catalog(store: Store, *, now: datetime, path: str | Path | None = None) -> int:

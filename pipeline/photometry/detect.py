@@ -124,17 +124,66 @@ def unmatched(islands: Islands, known_ra_deg: np.ndarray, known_dec_deg: np.ndar
     return np.flatnonzero(dist > chord)
 
 
+def sidelobes(islands: Islands, bright_ra_deg: np.ndarray, bright_dec_deg: np.ndarray,
+              bright_apparent_jy: np.ndarray, *, fraction: float,
+              radius_deg: float) -> np.ndarray:
+    """Mask of islands fainter than ``fraction`` of a known source within ``radius_deg``.
+
+    Fluxes compared are apparent (as in the image, before the primary-beam correction):
+    a sidelobe scales with the source's apparent flux.
+    """
+    out = np.zeros(len(islands), bool)
+    strong = np.flatnonzero(np.asarray(bright_apparent_jy, float) > 0)
+    if len(islands) == 0 or strong.size == 0:
+        return out
+    tree = cKDTree(_unit_vectors(np.asarray(bright_ra_deg)[strong],
+                                 np.asarray(bright_dec_deg)[strong]))
+    chord = 2.0 * math.sin(math.radians(radius_deg) / 2.0)
+    apparent = islands.flux_jy * islands.pb
+    for i, near in enumerate(tree.query_ball_point(
+            _unit_vectors(islands.ra_deg, islands.dec_deg), r=chord)):
+        if near:
+            brightest = float(np.max(np.asarray(bright_apparent_jy)[strong[near]]))
+            out[i] = apparent[i] < fraction * brightest
+    return out
+
+
+def crowded(cands: Islands, islands: Islands, *, radius_deg: float,
+            neighbours: int) -> np.ndarray:
+    """Mask of candidates with at least ``neighbours`` other islands within ``radius_deg``."""
+    if len(cands) == 0:
+        return np.zeros(0, bool)
+    tree = cKDTree(_unit_vectors(islands.ra_deg, islands.dec_deg))
+    chord = 2.0 * math.sin(math.radians(radius_deg) / 2.0)
+    counts = tree.query_ball_point(_unit_vectors(cands.ra_deg, cands.dec_deg), r=chord,
+                                   return_length=True)
+    return np.asarray(counts) - 1 >= neighbours     # the candidate is among the islands
+
+
 def new_source_candidates(image: SkyImage, known_ra_deg: np.ndarray,
                           known_dec_deg: np.ndarray, *, config: PhotometryConfig | None = None,
-                          residual: np.ndarray | None = None,
-                          pbcor: np.ndarray | None = None) -> tuple[Islands, int]:
-    """(islands no known source explains, number of islands found in all)."""
+                          residual: np.ndarray | None = None, pbcor: np.ndarray | None = None,
+                          known_apparent_jy: np.ndarray | None = None) -> tuple[Islands, int]:
+    """(islands no known source explains, number of islands found in all).
+
+    A candidate must also pass the threshold in its beam fit (an island of a few noisy
+    pixels can pass it pixel-wise and not as a source), and not be a sidelobe of a known
+    source whose apparent flux in this image is ``known_apparent_jy`` (NaN: unmeasured).
+    """
     config = config or PhotometryConfig()
     islands = find_islands(image, config=config, residual=residual, pbcor=pbcor)
     radius = (config.match_radius_arcsec if config.match_radius_arcsec is not None
               else image.bmaj_deg * 3600.0)
-    return islands.take(unmatched(islands, known_ra_deg, known_dec_deg,
-                                  radius_arcsec=radius)), len(islands)
+    cands = islands.take(unmatched(islands, known_ra_deg, known_dec_deg, radius_arcsec=radius))
+    keep = (cands.snr >= config.detect_sigma) & ~crowded(
+        cands, islands, radius_deg=config.artefact_radius_fwhm * image.bmaj_deg,
+        neighbours=config.artefact_neighbours)
+    if known_apparent_jy is not None:
+        flux = np.nan_to_num(np.asarray(known_apparent_jy, float), nan=0.0)
+        keep &= ~sidelobes(cands, known_ra_deg, known_dec_deg, flux,
+                           fraction=config.sidelobe_fraction,
+                           radius_deg=config.sidelobe_radius_deg)
+    return cands.take(np.flatnonzero(keep)), len(islands)
 
 
 def _empty() -> Islands:

@@ -47,6 +47,14 @@ class PhotometryConfig:
     detect_sigma: float = 5.0         # island threshold, in local rms
     match_radius_arcsec: float | None = None   # None: the restoring beam's BMAJ
     min_island_pixels: int = 3
+    # A candidate fainter than this fraction of a known source's apparent flux within
+    # sidelobe_radius_deg of it is taken for a sidelobe (a drift scan's N–S streaks).
+    sidelobe_fraction: float = 0.005
+    sidelobe_radius_deg: float = 2.0
+    # A candidate with this many other islands within artefact_radius_fwhm BMAJs is part
+    # of a streak or ring of artefacts; real new sources stand alone at this density.
+    artefact_neighbours: int = 3
+    artefact_radius_fwhm: float = 10.0
 
     def __post_init__(self):
         if not 0.0 < self.pb_cutoff <= 1.0:

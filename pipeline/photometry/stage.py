@@ -138,8 +138,10 @@ def measure_image(image: dict, sources: pd.DataFrame, *, config: PhotometryConfi
     if progress:
         progress(0.6)
     t_forced = time.perf_counter()
+    apparent = np.full(ra.size, np.nan)
+    apparent[forced.index] = forced.flux_jy * forced.pb
     cands, n_islands = new_source_candidates(sky, ra, dec, config=config, residual=residual,
-                                             pbcor=pbcor)
+                                             pbcor=pbcor, known_apparent_jy=apparent)
     t_detect = time.perf_counter()
     rows = pd.DataFrame({
         "source_id": sources["id"].to_numpy(np.int64)[forced.index],
