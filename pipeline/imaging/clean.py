@@ -22,8 +22,6 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-import numpy as np
-
 from pipeline.backend import Backend
 from pipeline.errors import ContimgError
 from pipeline.imaging import gridding
@@ -78,9 +76,9 @@ def robust_rms(image: Any, *, backend: Backend, mask: Any | None = None) -> floa
 
 
 def _grid(vis: Any, weight: Any, *, uvw: Any, freq: Any, npix: int, cell_rad: float,
-          config: ImagingConfig, backend: Backend, wsum: float) -> Any:
+          config: ImagingConfig, backend: Backend, wsum: float, w_term: bool = True) -> Any:
     img = gridding.vis2dirty(uvw=uvw, freq=freq, vis=vis, wgt=weight, npix=npix,
-                             pixsize_rad=cell_rad, do_wgridding=config.do_wgridding,
+                             pixsize_rad=cell_rad, do_wgridding=config.do_wgridding and w_term,
                              backend=backend, epsilon=config.epsilon)
     return backend.xp.asarray(img, dtype=backend.xp.float32) / backend.xp.float32(wsum)
 
@@ -158,7 +156,9 @@ def clean(*, uvw: Any, freq: Any, vis: Any, weight: Any, npix: int, cell_rad: fl
         raise NothingToImage("imaging data")
     kw = dict(uvw=uvw, freq=freq, npix=npix, cell_rad=cell_rad, config=config,
               backend=backend, wsum=wsum)
-    psf = _grid(xp.ones(vis.shape, dtype=xp.complex64), weight, **kw)
+    # The minor cycles take the PSF as shift-invariant anyway (the major cycles are exact),
+    # so it is gridded without w-correction: 4–5× cheaper on the CPU.
+    psf = _grid(xp.ones(vis.shape, dtype=xp.complex64), weight, w_term=False, **kw)
     psf = psf / psf[npix // 2, npix // 2]
     residual = _grid(vis, weight, **kw)
     timings["dirty_s"] = time.perf_counter() - t0
@@ -168,12 +168,14 @@ def clean(*, uvw: Any, freq: Any, vis: Any, weight: Any, npix: int, cell_rad: fl
     patch = xp.ascontiguousarray(psf[c - half:c + half + 1, c - half:c + half + 1])
     outside = xp.abs(psf).copy()
     outside[c - half:c + half + 1, c - half:c + half + 1] = 0
-    exterior = float(outside.max())
+    # a PSF whose far sidelobes rival its peak (two or three antennas) still gets cleaned
+    exterior = min(float(outside.max()), 0.9)
     del outside
     model = xp.zeros((npix, npix), dtype=xp.float32)
     mask = None
     n_comp = n_major = 0
-    threshold = dirty_rms = robust_rms(residual, backend=backend)
+    dirty_rms = robust_rms(residual, backend=backend)
+    threshold = config.auto_mask_sigma * dirty_rms
     t_minor = t_major = 0.0
     while n_major < config.max_major and n_comp < config.niter:
         rms = robust_rms(residual, backend=backend)

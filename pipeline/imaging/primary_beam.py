@@ -86,25 +86,26 @@ class PrimaryBeam:
         return np.clip(spline(pix, pix), 0.0, 1.0).astype(np.float32)
 
 
-def sin_to_radec(l: Any, m: Any, *, ra0_deg: float, dec0_deg: float
+def sin_to_radec(l_east: Any, m_north: Any, *, ra0_deg: float, dec0_deg: float
                  ) -> tuple[np.ndarray, np.ndarray]:
     """ICRS (RA, Dec) degrees of direction cosines (l east, m north) about (ra0, dec0)."""
-    l, m = np.broadcast_arrays(np.asarray(l, np.float64), np.asarray(m, np.float64))
+    le, m = np.broadcast_arrays(np.asarray(l_east, np.float64), np.asarray(m_north, np.float64))
     d0 = np.radians(dec0_deg)
-    n = np.sqrt(np.clip(1.0 - l * l - m * m, 0.0, 1.0))
+    n = np.sqrt(np.clip(1.0 - le * le - m * m, 0.0, 1.0))
     dec = np.arcsin(np.clip(m * np.cos(d0) + n * np.sin(d0), -1.0, 1.0))
-    ra = np.radians(ra0_deg) + np.arctan2(l, n * np.cos(d0) - m * np.sin(d0))
+    ra = np.radians(ra0_deg) + np.arctan2(le, n * np.cos(d0) - m * np.sin(d0))
     return np.degrees(ra) % 360.0, np.degrees(dec)
 
 
 def radec_to_sin(ra_deg: Any, dec_deg: Any, *, ra0_deg: float, dec0_deg: float
                  ) -> tuple[np.ndarray, np.ndarray]:
     """Direction cosines (l east, m north) of ICRS positions about (ra0, dec0)."""
-    ra, dec = np.radians(np.asarray(ra_deg, np.float64)), np.radians(np.asarray(dec_deg, np.float64))
+    ra = np.radians(np.asarray(ra_deg, np.float64))
+    dec = np.radians(np.asarray(dec_deg, np.float64))
     d0, dra = np.radians(dec0_deg), ra - np.radians(ra0_deg)
-    l = np.cos(dec) * np.sin(dra)
+    le = np.cos(dec) * np.sin(dra)
     m = np.sin(dec) * np.cos(d0) - np.cos(dec) * np.sin(d0) * np.cos(dra)
-    return l, m
+    return le, m
 
 
 def drift_scan_beam(*, times_mjd: Any, dec_deg: float, freq_hz: Any,

@@ -90,9 +90,9 @@ def sources_in_image(sky: Sky, *, ra0_deg: float, dec0_deg: float, npix: int,
                + np.cos(np.radians(sky.dec_deg)) * np.cos(np.radians(dec0_deg))
                * np.cos(np.radians(sky.ra_deg - ra0_deg)))
     near = np.flatnonzero(sep_cos > math.cos(min(math.pi / 2, 1.5 * npix * cell_rad)))
-    l, m = radec_to_sin(sky.ra_deg[near], sky.dec_deg[near], ra0_deg=ra0_deg,
-                        dec0_deg=dec0_deg)
-    x, y = l / cell_rad + npix // 2, m / cell_rad + npix // 2
+    le, m = radec_to_sin(sky.ra_deg[near], sky.dec_deg[near], ra0_deg=ra0_deg,
+                         dec0_deg=dec0_deg)
+    x, y = le / cell_rad + npix // 2, m / cell_rad + npix // 2
     inside = ((x >= margin_px) & (x <= npix - 1 - margin_px)
               & (y >= margin_px) & (y <= npix - 1 - margin_px))
     return near[inside], x[inside], y[inside]
@@ -135,9 +135,13 @@ def assess(*, rms_jy: float, peak_jy: float, theoretical_rms_jy: float,
     reasons = []
     if not (math.isfinite(rms_jy) and rms_jy > 0):
         reasons.append(f"residual rms is {rms_jy}")
-    elif math.isfinite(theoretical_rms_jy) and rms_jy > config.qa_max_noise_ratio * theoretical_rms_jy:
+    elif (math.isfinite(theoretical_rms_jy)
+          and rms_jy > max(config.qa_max_noise_ratio * theoretical_rms_jy,
+                           peak_jy / config.qa_dynamic_range)):
+        # a snapshot of a bright calibrator is dynamic-range limited, not broken
         reasons.append(f"rms {rms_jy * 1e3:.3g} mJy is {rms_jy / theoretical_rms_jy:.1f}× the "
-                       f"radiometer value (limit {config.qa_max_noise_ratio:g}×)")
+                       f"radiometer value (limit {config.qa_max_noise_ratio:g}×) and the "
+                       f"dynamic range is only {peak_jy / rms_jy:.0f}")
     if match.n_expected and match.n_matched < config.qa_min_matched_fraction * match.n_expected:
         reasons.append(f"{match.n_matched} of {match.n_expected} reference sources found "
                        f"(need {config.qa_min_matched_fraction:.0%})")

@@ -118,12 +118,15 @@ def image_ms(ms_path: Path, out_dir: Path, *, name: str, config: ImagingConfig =
     npix, cell = config.geometry(data.uvw[used], data.freq)
     t_read = time.perf_counter() - t0
     report(0.05)
+    t1 = time.perf_counter()
     wimg = imaging_weights(uvw=be.asarray(data.uvw), freq=be.asarray(data.freq),
                            weight=be.asarray(data.weight), npix=npix, pixsize_rad=cell,
                            scheme=config.weighting, robust=config.robust, backend=be)
+    t_weights = time.perf_counter() - t1
     result = clean(uvw=data.uvw, freq=data.freq, vis=data.vis, weight=wimg, npix=npix,
                    cell_rad=cell, config=config, backend=be,
                    progress=lambda f: report(0.05 + 0.8 * f))
+    t1 = time.perf_counter()
     beam = fit_beam(result.psf, cell, backend=be)
     restored = be.to_host(restore(result.model, result.residual, beam, cell, backend=be))
     chan_w = be.to_host(wimg.sum(axis=0, dtype=be.xp.float64))
@@ -131,7 +134,9 @@ def image_ms(ms_path: Path, out_dir: Path, *, name: str, config: ImagingConfig =
                                channel_width_hz=data.channel_width_hz,
                                integration_s=data.integration_s, backend=be)
     del wimg
+    t_restore = time.perf_counter() - t1
     report(0.9)
+    t1 = time.perf_counter()
     times = ms_times_mjd(ms)
     half_int = data.integration_s / 86400.0 / 2
     ref_freq = float((data.freq * chan_w).sum() / chan_w.sum())
@@ -151,7 +156,8 @@ def image_ms(ms_path: Path, out_dir: Path, *, name: str, config: ImagingConfig =
                             rms_jy=result.rms_jy, beam=beam)
     qa = assess(rms_jy=result.rms_jy, peak_jy=peak, theoretical_rms_jy=sigma_th, match=match,
                 beam=beam, config=config)
-    duration = time.perf_counter() - t0
+    t_pb_qa = time.perf_counter() - t1
+    t1 = time.perf_counter()
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     extra = {"NITER": result.n_components, "NMAJOR": result.n_major,
@@ -163,6 +169,8 @@ def image_ms(ms_path: Path, out_dir: Path, *, name: str, config: ImagingConfig =
         paths[kind] = str(write_fits(out_dir / f"{name}.{kind}.fits", arr, geom, kind=kind,
                                      beam=beam, extra=extra))
     png = str(thumbnail(out_dir / f"{name}.png", restored, size=config.thumbnail_px))
+    t_write = time.perf_counter() - t1
+    duration = time.perf_counter() - t0
     report(1.0)
     fields = {
         "ra_deg": data.ra_deg, "dec_deg": data.dec_deg, "freq_hz": ref_freq,
@@ -173,7 +181,9 @@ def image_ms(ms_path: Path, out_dir: Path, *, name: str, config: ImagingConfig =
         "weighting": config.weighting_label, "n_iter": result.n_components,
         "n_major": result.n_major, "threshold_jy": result.threshold_jy,
         "n_vis": data.n_vis, **qa.fields()}
-    timings = {"read_s": t_read, **result.timings, "total_s": duration}
+    timings = {"read_s": t_read, "weights_s": t_weights, **result.timings,
+               "restore_s": t_restore, "pb_qa_s": t_pb_qa, "write_s": t_write,
+               "total_s": duration}
     log.info("%s: %d² × %.2f″ on %s, %d components in %d major cycles, rms %.3g mJy "
              "(radiometer %.3g), %.1f s", name, npix, fields["cell_arcsec"], be.name,
              result.n_components, result.n_major, result.rms_jy * 1e3, sigma_th * 1e3,
