@@ -77,7 +77,7 @@ def run_plain(files: list[str], ms_dir: str, queue) -> None:
     import numpy as np
     from pyuvdata import UVData
 
-    from pipeline.phasing import meridian_ra_deg, mid_jd, use_bundled_iers
+    from pipeline.phasing import meridian_icrs_deg, mid_jd, use_bundled_iers
     use_bundled_iers()
     warnings.simplefilter("ignore")
     os.sync()
@@ -86,8 +86,9 @@ def run_plain(files: list[str], ms_dir: str, queue) -> None:
     uvd.read(files, file_type="uvh5", axis="freq")
     t1 = time.perf_counter()
     uvd.reorder_freqs(channel_order="freq")
-    ra = meridian_ra_deg(mid_jd(uvd.time_array), uvd.telescope.location)
-    uvd.phase(lon=np.deg2rad(ra), lat=np.deg2rad(33.0), cat_name=OBS_ID, cat_type="sidereal")
+    ra, dec = meridian_icrs_deg(mid_jd(uvd.time_array), 33.0, uvd.telescope.location)
+    uvd.phase(lon=np.deg2rad(ra[0]), lat=np.deg2rad(dec[0]), cat_name=OBS_ID,
+              cat_type="sidereal")
     t2 = time.perf_counter()
     uvd.write_ms(str(Path(ms_dir) / "plain.ms"))
     t3 = time.perf_counter()

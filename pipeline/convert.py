@@ -26,7 +26,7 @@ from pyuvdata import UVData
 
 from pipeline.errors import ContimgError
 from pipeline.ms_writer import write_ms_blocks
-from pipeline.phasing import meridian_ra_deg, mid_jd, pointing_dec_deg, use_bundled_iers
+from pipeline.phasing import meridian_icrs_deg, mid_jd, pointing_dec_deg, use_bundled_iers
 from pipeline.runner import StageContext, StageResult
 from pipeline.uvh5_group import (
     block_rows,
@@ -76,17 +76,21 @@ def ms_paths(ms_dir: Path, obs_id: str) -> tuple[Path, Path]:
 
 
 def phase_to_meridian(uvd: UVData, *, dec_deg: float, name: str) -> tuple[float, float]:
-    """Phase unprojected ``uvd`` in place to the meridian at its mid-time; (ra_deg, dec_deg).
+    """Phase unprojected ``uvd`` in place to the meridian at its mid-time; ICRS (ra, dec) deg.
 
+    ``dec_deg`` is the pointing (apparent) declination; it is kept in
+    ``extra_keywords["pointing_dec_deg"]`` because the ICRS phase centre differs from it.
     A ``uvd`` without data arrays (``open_group``'s) has only its uvw and phase centre
     changed.
     """
-    ra_deg = meridian_ra_deg(mid_jd(uvd.time_array), uvd.telescope.location)
+    ra, dec = meridian_icrs_deg(mid_jd(uvd.time_array), dec_deg, uvd.telescope.location)
+    ra_deg, icrs_dec_deg = float(ra[0]), float(dec[0])
+    uvd.extra_keywords["pointing_dec_deg"] = float(dec_deg)
     if uvd.data_array is None:  # metadata only: the caller applies the w-term per block
-        phase_metadata(uvd, ra_deg=ra_deg, dec_deg=dec_deg, name=name)
+        phase_metadata(uvd, ra_deg=ra_deg, dec_deg=icrs_dec_deg, name=name)
     else:
-        phase_inplace(uvd, ra_deg=ra_deg, dec_deg=dec_deg, name=name)
-    return ra_deg, dec_deg
+        phase_inplace(uvd, ra_deg=ra_deg, dec_deg=icrs_dec_deg, name=name)
+    return ra_deg, icrs_dec_deg
 
 
 def describe_ms(path: Path) -> ConvertedMS:
@@ -95,6 +99,7 @@ def describe_ms(path: Path) -> ConvertedMS:
         n_rows = main.nrows()
         time_s = main.getcol("TIME")
         ants = np.union1d(main.getcol("ANTENNA1"), main.getcol("ANTENNA2"))
+        extra = main.getkeywords().get("pyuvdata_extra", {}) or {}
     with table(str(path / "SPECTRAL_WINDOW"), ack=False) as spw:
         freqs = spw.getcol("CHAN_FREQ")
     with table(str(path / "FIELD"), ack=False) as field:
@@ -102,7 +107,9 @@ def describe_ms(path: Path) -> ConvertedMS:
     unique_t = np.unique(time_s)
     return ConvertedMS(
         path=path, n_rows=n_rows, mid_mjd=float((unique_t[0] + unique_t[-1]) / 2 / 86400.0),
-        dec_deg=float(np.rad2deg(phase_dir[0, 0, 1])), freq_min_hz=float(freqs.min()),
+        # The observation's declination is the pointing; the phase centre's is ICRS.
+        dec_deg=float(extra.get("pointing_dec_deg", np.rad2deg(phase_dir[0, 0, 1]))),
+        freq_min_hz=float(freqs.min()),
         freq_max_hz=float(freqs.max()), n_channels=int(freqs.size), n_antennas=int(ants.size),
         n_integrations=int(unique_t.size))
 

@@ -1,8 +1,10 @@
 """Where a drift-scan chunk points and where it is phased: the meridian at mid-time.
 
 The correlator writes unprojected data (baselines in ENU, no phase tracking). Conversion
-phases each chunk to the meridian at its mid-time: ICRS RA = the local apparent sidereal
-time at OVRO, Dec = the pointing declination.
+phases each chunk to the meridian at its mid-time: the apparent position (RA = the local
+apparent sidereal time at OVRO, Dec = the pointing declination) carried to ICRS, so the
+phase centre is where the primary beam points at mid-time (precession since J2000 moves
+it ~0.4° from "ICRS RA = apparent LST").
 """
 
 from __future__ import annotations
@@ -69,6 +71,24 @@ def meridian_ra_deg(mid_jd: float, location: EarthLocation) -> float:
     lst = Time(mid_jd, format="jd", scale="utc").sidereal_time(
         "apparent", longitude=location.lon)
     return float(lst.to_value(u.deg))
+
+
+def meridian_icrs_deg(times_jd: np.ndarray | float, dec_deg: float,
+                      location: EarthLocation) -> tuple[np.ndarray, np.ndarray]:
+    """ICRS (ra_deg, dec_deg) of the meridian at apparent declination ``dec_deg``.
+
+    ``times_jd`` UTC Julian dates, scalar or array; returns arrays of the same size.
+    """
+    from pyuvdata.utils.phasing import transform_app_to_icrs
+    from pyuvdata.utils.times import get_lst_for_time
+
+    use_bundled_iers()
+    t = np.atleast_1d(np.asarray(times_jd, float))
+    lst = get_lst_for_time(t, telescope_loc=location)
+    ra, dec = transform_app_to_icrs(time_array=t, app_ra=lst,
+                                    app_dec=np.full(t.shape, np.radians(dec_deg)),
+                                    telescope_loc=location)
+    return np.degrees(ra), np.degrees(dec)
 
 
 def mid_jd(time_array: np.ndarray) -> float:

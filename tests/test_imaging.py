@@ -35,7 +35,7 @@ from pipeline.imaging.primary_beam import (
 from pipeline.imaging.products import ImageGeometry, from_fits_array, thumbnail, write_fits
 from pipeline.imaging.qa import ReferenceMatch, assess, theoretical_rms
 from pipeline.imaging.stage import image_ms
-from pipeline.phasing import meridian_ra_deg, use_bundled_iers
+from pipeline.phasing import meridian_icrs_deg, use_bundled_iers
 from pipeline.simulate import load_truth
 from pipeline.simulate.instrument import CHUNK_S, OVRO
 from pipeline.simulate.run import SimConfig, simulate
@@ -339,26 +339,26 @@ N_SRC = 12
 def _field_catalog(path: Path) -> Path:
     """Twelve unconfused sources of 0.2–0.7 Jy (≥ 150σ, spectral index -0.7).
 
-    The phase centre (ICRS RA = apparent LST, pipeline/phasing.py) lies ~0.4° east of
-    the beam's ICRS centre, and a source the beam sweeps over from one side changes by
-    ~40 % within the chunk, which a CLEAN with one flux per pixel cannot follow (a few %
-    lost). The sources therefore sit within 0.17° of the image point nearest the beam
-    centre (0.2° west of the phase centre), where the drift modulates them symmetrically.
+    The phase centre is the beam's ICRS centre at mid-time (pipeline/phasing.py). A source
+    the beam sweeps over from one side changes by ~40 % within the chunk, which a CLEAN
+    with one flux per pixel cannot follow (a few % lost); the sources therefore sit within
+    0.17° of the phase centre, where the drift modulates them symmetrically.
     """
     use_bundled_iers()
     mid_jd = Time(START, scale="utc").jd + CHUNK_S / 2 / 86400
-    ra0 = meridian_ra_deg(mid_jd, OVRO.earth_location())
+    ra0_arr, dec0_arr = meridian_icrs_deg(mid_jd, DEC, OVRO.earth_location())
+    ra0, dec0 = float(ra0_arr[0]), float(dec0_arr[0])
     rng = np.random.default_rng(4)
     pos: list[tuple[float, float]] = []
     while len(pos) < N_SRC:
         r, a = 0.17 * math.sqrt(rng.uniform(0.02, 1)), rng.uniform(0, 2 * math.pi)
-        p = (r * math.sin(a) - 0.2, r * math.cos(a) + 0.05)
+        p = (r * math.sin(a), r * math.cos(a))
         if all(math.hypot(p[0] - q[0], p[1] - q[1]) > 0.04 for q in pos):
             pos.append(p)
     flux = np.exp(rng.uniform(math.log(0.2), math.log(0.7), N_SRC))
     lines = ["name,ra_deg,dec_deg,flux_jy,spectral_index"]
     for i, (dx, dy) in enumerate(pos):
-        lines.append(f"T{i:02d},{ra0 + dx / math.cos(math.radians(DEC)):.6f},{DEC + dy:.6f},"
+        lines.append(f"T{i:02d},{ra0 + dx / math.cos(math.radians(dec0)):.6f},{dec0 + dy:.6f},"
                      f"{flux[i]:.4f},-0.7")
     path.write_text("\n".join(lines) + "\n")
     return path

@@ -251,13 +251,6 @@ def pointing_enu(dec_deg: float, site: Site) -> np.ndarray:
 
 def meridian_icrs(times_jd, dec_deg: float, site: Site) -> tuple[np.ndarray, np.ndarray]:
     """ICRS (ra_deg, dec_deg) of the meridian at apparent dec ``dec_deg`` at ``times_jd``."""
-    from pyuvdata.utils.phasing import transform_app_to_icrs  # noqa: PLC0415
-    from pyuvdata.utils.times import get_lst_for_time  # noqa: PLC0415
+    from pipeline.phasing import meridian_icrs_deg  # noqa: PLC0415
 
-    loc = site.earth_location()
-    t = np.atleast_1d(np.asarray(times_jd, float))
-    lst = get_lst_for_time(t, telescope_loc=loc)
-    ra, dec = transform_app_to_icrs(time_array=t, app_ra=lst,
-                                    app_dec=np.full(t.shape, np.radians(dec_deg)),
-                                    telescope_loc=loc)
-    return np.degrees(ra), np.degrees(dec)
+    return meridian_icrs_deg(times_jd, dec_deg, site.earth_location())
