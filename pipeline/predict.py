@@ -135,11 +135,12 @@ def predict_points(uvw_m, freqs_hz, sources: PointSources, *, chunk_elems: int =
 
 
 def predict_points_antenna(ant_xyz_m, freqs_hz, sources: PointSources, ant1, ant2, *,
-                           chan_block: int = 16, dtype=np.complex64):
+                           chan_block: int = 16, dtype=np.complex64, out=None):
     """Exact DFT factorised per antenna, for baselines ``x[ant2] - x[ant1]``.
 
     ant_xyz_m : (nant, 3) float, metres, in the frame of the uvw (rows are then
     ``uvw = ant_xyz_m[ant2] - ant_xyz_m[ant1]``); ant1, ant2 : (nbl,) int indices.
+    out : optional (nbl, nchan) ``dtype`` array to write into (e.g. a caller's rows).
     Returns (nbl, nchan) complex ``dtype``.
     """
     xp = array_namespace(ant_xyz_m, freqs_hz, sources.l)
@@ -149,7 +150,8 @@ def predict_points_antenna(ant_xyz_m, freqs_hz, sources: PointSources, ant1, ant
     flux = sources.flux_per_channel(freqs.shape[0], xp)
     a1, a2 = xp.asarray(ant1), xp.asarray(ant2)
     nchan = freqs.shape[0]
-    out = xp.empty((a1.shape[0], nchan), dtype=dtype)
+    if out is None:
+        out = xp.empty((a1.shape[0], nchan), dtype=dtype)
     if coeff.shape[0] == 0:
         out[...] = 0
         return out
@@ -157,11 +159,13 @@ def predict_points_antenna(ant_xyz_m, freqs_hz, sources: PointSources, ant1, ant
     # they reach 1e4 rad on 2.5 km baselines, then rounded to complex64 for the product
     delay = xyz @ coeff.T                                          # (nant, nsrc)
     scale = (2 * np.pi / C_M_S) * freqs
+    nant = xyz.shape[0]
+    pair = a1 * nant + a2                          # flat (ant1, ant2) index: one take
     for c0 in range(0, nchan, chan_block):
         a = _antenna_phasors(delay, scale[c0:c0 + chan_block], xp)
         weighted = a * flux[:, c0:c0 + chan_block].T[:, None, :].astype(np.float32)
         full = xp.matmul(a.conj(), xp.swapaxes(weighted, 1, 2))   # (chan, nant, nant)
-        out[:, c0:c0 + chan_block] = full[:, a1, a2].T
+        out[:, c0:c0 + chan_block] = xp.take(full.reshape(full.shape[0], -1), pair, axis=1).T
     return out
 
 

@@ -37,3 +37,15 @@ def next_transit(ra_deg: float, after: datetime, *, site: Site = OVRO) -> dateti
     """The first meridian transit of ``ra_deg`` after ``after`` (naive UTC)."""
     return previous_transit(ra_deg, after + timedelta(hours=24 / SIDEREAL_PER_SOLAR),
                             site=site)
+
+
+def seconds_from_transit(ra_deg: float, when: datetime, *, site: Site = OVRO) -> float:
+    """Signed solar seconds from the nearest meridian transit of ``ra_deg`` to ``when``.
+
+    Positive after the transit (hour angle east of the meridian is negative), in
+    (-half a sidereal day, +half a sidereal day].
+    """
+    ha = hour_angle_deg(ra_deg, when, site=site)
+    if ha > 180.0:
+        ha -= 360.0
+    return ha / 15.0 * 3600.0 / SIDEREAL_PER_SOLAR

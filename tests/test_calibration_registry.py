@@ -31,6 +31,7 @@ from pipeline.calibration.stage import (
     record_calibrate,
     register_solve,
     run_calibrate,
+    transit_calibrator,
 )
 from pipeline.runner import Runner, StageRegistry, StageWait
 from pipeline.transits import previous_transit
@@ -209,6 +210,35 @@ def test_calibrator_transit_is_found_from_time_and_declination():
     assert calibrator_at(mjd(TRANSIT_3C48), 36.0) is None
 
 
+@pytest.mark.parametrize("offset_s, solved", [
+    (0, True), (100, True), (149, True), (-149, True),    # 3C48 transits in this chunk
+    (-151, False), (160, False), (-200, False), (240, False),  # in the chunk before/after
+])
+def test_only_the_chunk_holding_the_transit_is_solved(offset_s, solved):
+    # every one of these chunks has 3C48 within 1 deg of its pointing at mid-time
+    mid = mjd(TRANSIT_3C48 + timedelta(seconds=offset_s))
+    assert calibrator_at(mid, 33.16)[0] == "3C48"
+    found = transit_calibrator(mid, 33.16, half_duration_s=150.0)
+    assert (found is not None) == solved
+    if solved:
+        assert found[0] == "3C48" and found[1] == pytest.approx(offset_s, abs=0.5)
+
+
+def test_consecutive_chunks_solve_each_transit_once(store, home, clock):
+    fake = FakeNumerics()
+    # 5-minute chunks with mid-times 200 s before and 100 s after the transit: 3C48 is
+    # within 1 deg of both pointings, but transits in the second one only
+    ids = [add_converted(store, TRANSIT_3C48 + timedelta(seconds=s)) for s in (-200, 100)]
+    assert all(calibrator_at(store.observation(i).mid_mjd, 33.16) for i in ids)
+    runner = Runner(store, home, calibrate_registry(fake), clock=clock)
+    assert runner.run_once() == {"done": 2, "waiting": 1}   # the first waits, then is woken
+    assert fake.solved == [(Path(f"/ms/{ids[1]}.ms"), "3C48")]
+    assert all(store.observation(i).state == "calibrated" for i in ids)
+    [table] = store.caltables().itertuples()
+    assert table.observation_id == ids[1]
+    assert [a[0] for a in fake.applied] == [f"{ids[0]}.ms"]
+
+
 def test_no_table_waits_then_goes_on_by_itself_when_a_transit_is_solved(store, home, clock):
     fake = FakeNumerics()
     later = add_converted(store, TRANSIT_3C48 + timedelta(hours=2))
@@ -376,14 +406,17 @@ def test_real_numerics_solve_a_transit_and_calibrate_its_neighbours(home, clock)
                   "--channels-per-subband", "1", "--seed", "5")
     assert sim.returncode == 0, sim.stderr
     with Store.open(home) as store:
-        outcomes = Runner(store, home, default_registry(), clock=clock).run_once(
-            rescan_after_s=0.1)
-        # The first chunk (7.5 min before transit) waits, the transit's solve wakes it.
-        assert outcomes["done"] == 6 and outcomes.get("waiting", 0) >= 1
+        registry = default_registry()
+        outcomes = Runner(store, home, registry, clock=clock).run_once(rescan_after_s=0.1)
+        # The first chunk (7.5 min before transit) waits, the transit's solve wakes it;
+        # every stage then runs on all three chunks.
+        assert outcomes["done"] == 3 * len(registry.stages)
+        assert outcomes.get("waiting", 0) >= 1
         rows = store.pipeline_rows()
-        assert set(rows.state) == {"calibrated"}
+        assert set(rows.state) == {"complete"}           # calibrated, imaged and measured
         tables = store.caltables()
-        assert len(tables) >= 1 and tables.qa_passed.all()
+        # two chunks have 3C48 within 1 deg at mid-time; only the one it transits in solves
+        assert len(tables) == 1 and tables.qa_passed.all()
         assert set(tables.calibrator) == {"3C48"}
         assert tables.flux_ratio.between(0.8, 1.2).all()
         first = rows.sort_values("start_utc").id.iloc[0]

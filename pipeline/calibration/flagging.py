@@ -35,6 +35,7 @@ MIN_RELATIVE = 0.05
 _RUNNING = 5   # channels in the running median of pass 2
 _BLOCK_SAMPLES = 1 << 21   # samples per block of baselines (8 MB of float32)
 _MAD_SAMPLES = 4096        # pass 1's MAD is taken from at least this many samples
+_PARTITION_MIN = 256       # a masked median partitions rows at least this long, else sorts
 
 
 class FlaggingError(ContimgError):
@@ -56,7 +57,7 @@ class FlagStats:
 
 
 def robust_flags(amp, flags, *, n_sigma: float = 5.0, bad_channel_fraction: float = 0.5,
-                 min_relative: float = MIN_RELATIVE, xp=np):
+                 min_relative: float = MIN_RELATIVE, skip=None, xp=np):
     """Outlier flags from amplitudes; returns new flags OR-ed with ``flags``.
 
     Parameters
@@ -74,6 +75,9 @@ def robust_flags(amp, flags, *, n_sigma: float = 5.0, bad_channel_fraction: floa
         calibrator the field sources beating against it move amplitudes by a few per
         cent, which is sky, not RFI (on noise-dominated data the level is the noise
         and this floor does not bind).
+    skip : (nbl,) bool, optional
+        Baselines left alone (their flags come back unchanged, and they count neither
+        way in pass 3): the autocorrelations, when the caller's grid holds every row.
     xp : module
         NumPy or CuPy.
 
@@ -86,12 +90,13 @@ def robust_flags(amp, flags, *, n_sigma: float = 5.0, bad_channel_fraction: floa
         warnings.simplefilter("ignore", RuntimeWarning)
         return _robust_flags(amp, flags, n_sigma=n_sigma,
                              bad_channel_fraction=bad_channel_fraction,
-                             min_relative=min_relative, xp=xp)
+                             min_relative=min_relative, skip=skip, xp=xp)
 
 
-def _robust_flags(amp, flags, *, n_sigma, bad_channel_fraction, min_relative, xp):
+def _robust_flags(amp, flags, *, n_sigma, bad_channel_fraction, min_relative, skip, xp):
     ntime, nbl, nchan, npol = amp.shape
     out = xp.empty(amp.shape, dtype=bool)
+    skip = None if skip is None or not bool(xp.any(xp.asarray(skip))) else xp.asarray(skip)
     # passes 1 and 2 judge each baseline by itself: blocks of baselines keep the
     # temporaries in cache and the memory bounded whatever the size of the chunk
     step = max(1, _BLOCK_SAMPLES // max(1, ntime * nchan * npol))
@@ -100,13 +105,26 @@ def _robust_flags(amp, flags, *, n_sigma, bad_channel_fraction, min_relative, xp
         blk = _baseline_flags(xp.asarray(amp[:, b0:b0 + step], dtype=xp.float32),
                               xp.asarray(flags[:, b0:b0 + step], dtype=bool),
                               n_sigma=n_sigma, min_relative=min_relative, xp=xp)
+        if skip is not None and bool(skip[b0:b0 + step].any()):
+            left = xp.flatnonzero(skip[b0:b0 + step])
+            blk[:, left] = xp.asarray(flags[:, b0:b0 + step][:, left], dtype=bool)
+            blk_counted = blk[:, xp.flatnonzero(~skip[b0:b0 + step])]
+        else:
+            blk_counted = blk
         out[:, b0:b0 + step] = blk
         # over the leading axes first: a reduction along the short last axis is slow
-        per_chan += xp.count_nonzero(blk, axis=(0, 1)).sum(axis=-1)
+        per_chan += xp.count_nonzero(blk_counted, axis=(0, 1)).sum(axis=-1)
     # pass 3: whole channels
-    bad = per_chan > bad_channel_fraction * (ntime * nbl * npol)
+    n_counted = nbl - (int(xp.count_nonzero(skip)) if skip is not None else 0)
+    bad = per_chan > bad_channel_fraction * (ntime * n_counted * npol)
     if bool(bad.any()):
-        out[:, :, bad, :] = True
+        if skip is None:
+            out[:, :, bad, :] = True
+        else:
+            keep = xp.flatnonzero(~skip)
+            sub = out[:, keep]
+            sub[:, :, bad, :] = True
+            out[:, keep] = sub
     return out
 
 
@@ -119,13 +137,17 @@ def _baseline_flags(amp, flags, *, n_sigma, min_relative, xp):
     # first flagged, so a burst cannot drag the trend towards itself.
     for _ in range(2):
         trend = _quadratic_trend(amp, out, xp=xp)
-        dev = xp.abs(amp - trend)
-        scale = _mad_scale(dev, out, xp=xp)                              # (1, nb, 1, p)
+        dev = xp.subtract(amp, trend)
+        xp.abs(dev, out=dev)
+        scale = n_sigma * xp.nan_to_num(_mad_scale(dev, out, xp=xp), nan=0.0)  # (1, nb, 1, p)
         # the trend is finite: _threshold's NaN guards, in place (full-size temporaries)
         limit = xp.abs(trend, out=trend)
         limit *= min_relative
         limit += 1e-30
-        xp.maximum(limit, n_sigma * xp.nan_to_num(scale, nan=0.0), out=limit)
+        # per polarization: a (1, nb, 1, p) operand broadcast over a length-2 innermost
+        # axis runs NumPy's inner loop two elements at a time (3x slower, measured)
+        for j in range(limit.shape[-1]):
+            xp.maximum(limit[..., j], scale[..., j], out=limit[..., j])
         out |= dev > limit
         del trend, dev, limit
     # pass 2: channel outliers of the time-median spectrum against its running median
@@ -156,9 +178,26 @@ def _masked_median(x, mask, *, axis: int, xp):
     mask = xp.moveaxis(mask, axis, -1)
     s = xp.moveaxis(x, axis, -1).copy(order="C")
     xp.copyto(s, xp.asarray(xp.inf, dtype=s.dtype), where=mask)
-    s.sort(axis=-1)
-    lo = xp.take_along_axis(s, xp.maximum((n - 1) // 2, 0), axis=-1)
-    hi = xp.take_along_axis(s, xp.minimum(n // 2, s.shape[-1] - 1), axis=-1)
+    lo_i = xp.maximum((n - 1) // 2, 0)
+    hi_i = xp.minimum(n // 2, s.shape[-1] - 1)
+    n0 = int(n.reshape(-1)[0]) if n.size else 0
+    if s.shape[-1] >= _PARTITION_MIN and n.size and bool(xp.all(n == n0)):
+        # long rows, none masked differently: one partition at the upper middle and the
+        # largest value below it, linear time (2.5x faster than NumPy's SIMD sort at
+        # 4608 values; for short rows the sort is faster)
+        k = n0 // 2
+        if k == 0:
+            s.sort(axis=-1)
+            lo = xp.take_along_axis(s, lo_i, axis=-1)
+            hi = xp.take_along_axis(s, hi_i, axis=-1)
+        else:
+            s.partition(k, axis=-1)
+            hi = s[..., k:k + 1]
+            lo = s[..., :k].max(axis=-1, keepdims=True) if n0 % 2 == 0 else hi
+    else:
+        s.sort(axis=-1)
+        lo = xp.take_along_axis(s, lo_i, axis=-1)
+        hi = xp.take_along_axis(s, hi_i, axis=-1)
     med = (0.5 * (lo + hi))[..., 0]
     return xp.where(n[..., 0] > 0, med, xp.nan).astype(s.dtype)
 
@@ -329,6 +368,10 @@ def flag_rows(data: np.ndarray, flag: np.ndarray, time, a1, a2, *, n_sigma: floa
     from pipeline.backend import cpu_backend  # noqa: PLC0415
 
     be = backend or cpu_backend()
+    regular = regular_grid(time, a1, a2)
+    if regular is not None:
+        return _flag_regular(data, flag, regular, a1, a2, n_sigma=n_sigma,
+                             bad_channel_fraction=bad_channel_fraction, be=be)
     cross = np.flatnonzero(a1 != a2)
     index, _, _, _ = grid_rows(time[cross], a1[cross], a2[cross])
     have = index >= 0
@@ -357,6 +400,59 @@ def flag_rows(data: np.ndarray, flag: np.ndarray, time, a1, a2, *, n_sigma: floa
     chans = int((per_chan == new.shape[0] * new.shape[1] * new.shape[3]).sum())
     return out, FlagStats(flagged_fraction_before=before / n, flagged_fraction_after=after / n,
                           channels_flagged=chans, n_new=after - before)
+
+
+def regular_grid(time, ant1, ant2) -> tuple[int, int] | None:
+    """(ntime, nbl) when MS rows are a full time-major grid of baselines, else None.
+
+    The same baselines in the same order at every integration, as the converter writes
+    them. Then (nrow, ...) columns reshape to (ntime, nbl, ...) views: no gathered copies.
+    """
+    time, ant1, ant2 = (np.asarray(x) for x in (time, ant1, ant2))
+    if time.size == 0:
+        return None
+    nbl = int(np.count_nonzero(time == time[0]))
+    if nbl == 0 or time.size % nbl:
+        return None
+    ntime = time.size // nbl
+    t = time.reshape(ntime, nbl)
+    if not (t == t[:, :1]).all() or (ntime > 1 and not (np.diff(t[:, 0]) > 0).all()):
+        return None
+    for a in (ant1, ant2):
+        g = a.reshape(ntime, nbl)
+        if not (g == g[:1]).all():
+            return None
+    key = ant1[:nbl].astype(np.int64) * (int(max(ant1.max(), ant2.max())) + 1) + ant2[:nbl]
+    if np.unique(key).size != nbl:
+        return None
+    return ntime, nbl
+
+
+def _flag_regular(data, flag, grid, a1, a2, *, n_sigma, bad_channel_fraction, be):
+    """flag_rows on a regular grid: every row at once, autocorrelations skipped."""
+    ntime, nbl = grid
+    shape = (ntime, nbl) + data.shape[1:]
+    auto = (a1[:nbl] == a2[:nbl])
+    amp = np.abs(data).reshape(shape)          # one pass, no gathered copy of DATA
+    old = flag.reshape(shape)
+    new = be.to_host(robust_flags(be.asarray(amp), be.asarray(old), n_sigma=n_sigma,
+                                  bad_channel_fraction=bad_channel_fraction,
+                                  skip=be.asarray(auto), xp=be.xp))
+    del amp
+    cross = np.flatnonzero(~auto)
+    per_row = int(np.prod(data.shape[1:]))
+    n = max(ntime * cross.size * per_row, 1)
+
+    def count_cross(f):
+        return int(np.count_nonzero(f)) - int(np.count_nonzero(f[:, auto]))
+
+    before, after = count_cross(old), count_cross(new)
+    per_chan = (np.count_nonzero(new, axis=(0, 1)).sum(axis=-1)
+                - np.count_nonzero(new[:, auto], axis=(0, 1)).sum(axis=-1))
+    chans = int((per_chan == ntime * cross.size * new.shape[3]).sum())
+    return new.reshape(flag.shape), FlagStats(
+        flagged_fraction_before=before / n, flagged_fraction_after=after / n,
+        channels_flagged=chans, n_new=after - before)
 
 
 def _aoflagger(ms: Path, *, column: str) -> FlagStats:

@@ -21,6 +21,7 @@ tau = b.(s - p) / c. With 48 channels per subband N = 1 and the factor is 1.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -157,7 +158,22 @@ def _catalog(path: Path) -> Sky:
 def calibrator_model(ms: Path, calibrator: str, *, catalog_path: Path | None = None,
                      field_catalog: Path | None = DEFAULT_CATALOG,
                      min_field_jy: float = 0.02, dtype=np.complex64) -> np.ndarray:
-    """Model visibilities (nrow, nchan, npol) of a calibrator field in the MS's phasing, Jy.
+    """Model visibilities (nrow, nchan, npol) of a calibrator field: see :func:`model_visibilities`.
+
+    The same model in every polarization (XX = YY = Stokes I).
+    """
+    with table(str(_require_ms(ms)), ack=False) as t:
+        npol = t.getcell("DATA", 0).shape[1]
+    vis = model_visibilities(ms, calibrator, catalog_path=catalog_path,
+                             field_catalog=field_catalog, min_field_jy=min_field_jy,
+                             dtype=dtype)
+    return np.repeat(vis[:, :, None], npol, axis=2)
+
+
+def model_visibilities(ms: Path, calibrator: str, *, catalog_path: Path | None = None,
+                       field_catalog: Path | None = DEFAULT_CATALOG,
+                       min_field_jy: float = 0.02, dtype=np.complex64) -> np.ndarray:
+    """Model visibilities (nrow, nchan) of a calibrator field in the MS's phasing, Jy.
 
     Parameters
     ----------
@@ -177,29 +193,66 @@ def calibrator_model(ms: Path, calibrator: str, *, catalog_path: Path | None = N
 
     Returns
     -------
-    (nrow, nchan, npol) complex, rows as in the MS main table; XX = YY = Stokes I
-    (unpolarised, the simulator's and CASA's convention); autocorrelations hold the
-    sum of the apparent fluxes (no system noise), which the solver ignores.
+    (nrow, nchan) complex, rows as in the MS main table: Stokes I, the model of every
+    polarization XX and YY (unpolarised, the simulator's and CASA's convention; one
+    polarization axis fewer halves the model's memory and passes); autocorrelations
+    hold the sum of the apparent fluxes (no system noise), which the solver ignores.
     """
-    from pyuvdata.utils.times import get_lst_for_time  # noqa: PLC0415
+    return compute_model(read_model_inputs(ms, calibrator, catalog_path=catalog_path,
+                                           field_catalog=field_catalog,
+                                           min_field_jy=min_field_jy), dtype=dtype)
 
-    from pipeline.phasing import use_bundled_iers  # noqa: PLC0415
 
+@dataclass(frozen=True, kw_only=True, eq=False)
+class ModelInputs:
+    """Everything :func:`compute_model` needs from the MS and the catalogs (no tables open).
+
+    Read on the thread that owns casacore; the arithmetic can then run on another.
+    """
+
+    site: Site
+    time_s: np.ndarray
+    uvw: np.ndarray
+    ant1: np.ndarray
+    ant2: np.ndarray
+    freqs: np.ndarray
+    width: float
+    p_dec: float
+    sky: Sky
+    ant_enu: np.ndarray
+
+
+def read_model_inputs(ms: Path, calibrator: str, *, catalog_path: Path | None = None,
+                      field_catalog: Path | None = DEFAULT_CATALOG,
+                      min_field_jy: float = 0.02) -> ModelInputs:
+    """The MS columns, site, pointing, antennas and sky model of :func:`model_visibilities`."""
     ms = _require_ms(ms)
-    use_bundled_iers()
     site = ms_site(ms)
     with table(str(ms), ack=False) as t:
         time_s, uvw = t.getcol("TIME"), t.getcol("UVW")
         a1, a2 = t.getcol("ANTENNA1"), t.getcol("ANTENNA2")
-        npol = t.getcell("DATA", 0).shape[1]
     with table(str(ms / "SPECTRAL_WINDOW"), ack=False) as spw:
         freqs = spw.getcol("CHAN_FREQ")[0]
         width = float(np.abs(spw.getcol("CHAN_WIDTH")[0]).mean())
+    p_dec = pointing_dec_deg(ms)
+    jd_mid = float(np.mean(np.unique(time_s))) / 86400.0 + 2400000.5
+    sky = _sky_for(ms, calibrator, catalog_path, field_catalog, min_field_jy, jd_mid, p_dec)
+    return ModelInputs(site=site, time_s=time_s, uvw=uvw, ant1=a1, ant2=a2, freqs=freqs,
+                       width=width, p_dec=p_dec, sky=sky, ant_enu=_antenna_enu(ms, site))
+
+
+def compute_model(inputs: ModelInputs, *, dtype=np.complex64) -> np.ndarray:
+    """(nrow, nchan) model visibilities from :func:`read_model_inputs` (opens no table)."""
+    from pyuvdata.utils.times import get_lst_for_time  # noqa: PLC0415
+
+    from pipeline.phasing import use_bundled_iers  # noqa: PLC0415
+
+    use_bundled_iers()
+    site, sky, freqs, width = inputs.site, inputs.sky, inputs.freqs, inputs.width
+    time_s, uvw, a1, a2 = inputs.time_s, inputs.uvw, inputs.ant1, inputs.ant2
+    p_dec = inputs.p_dec
     times, t_idx = np.unique(time_s, return_inverse=True)
     jd = times / 86400.0 + 2400000.5
-    p_dec = pointing_dec_deg(ms)
-    sky = _sky_for(ms, calibrator, catalog_path, field_catalog, min_field_jy,
-                   float(jd.mean()), p_dec)
     lst = get_lst_for_time(jd, telescope_loc=site.earth_location())
     s_enu = source_enu(sky.ra_deg, sky.dec_deg, jd, lst, site)              # (nsrc, nt, 3)
     p_enu = pointing_enu(p_dec, site)
@@ -212,8 +265,8 @@ def calibrator_model(ms: Path, calibrator: str, *, catalog_path: Path | None = N
     # only the antennas in the data: the ANTENNA table also holds empty filler rows
     used, ant_idx = np.unique(np.concatenate([a1, a2]), return_inverse=True)
     c1, c2 = ant_idx[:a1.size], ant_idx[a1.size:]
-    ant_enu = _antenna_enu(ms, site)[used]
-    out = np.zeros((time_s.size, freqs.size, npol), dtype=dtype)
+    ant_enu = inputs.ant_enu[used]
+    out = np.zeros((time_s.size, freqs.size), dtype=dtype)
     for k in range(times.size):
         rows = np.flatnonzero(t_idx == k)
         cross = rows[a1[rows] != a2[rows]]
@@ -222,18 +275,18 @@ def calibrator_model(ms: Path, calibrator: str, *, catalog_path: Path | None = N
         rot = frame_rotation(-uvw[cross], ant_enu[c2[cross]] - ant_enu[c1[cross]])
         xyz = -(ant_enu @ rot.T)           # MS frame: UVW = xyz[ant2] - xyz[ant1]
         flux = spectrum * airy_power(theta[:, k, None], fine[None, :])
+        # one integration's rows in order (the converter's layout): straight into them
+        span = rows[-1] - rows[0] == rows.size - 1
         vis = averaged_model(xyz, c1[rows], c2[rows], lmn=s_enu[:, k] @ rot.T,
                              pointing=rot @ p_enu, freqs=freqs, offsets=offsets, flux=flux,
-                             dtype=dtype)
-        if rows[-1] - rows[0] == rows.size - 1:     # one integration's rows, in order
-            out[rows[0]:rows[-1] + 1] = vis[:, :, None]
-        else:
-            out[rows] = vis[:, :, None]
+                             dtype=dtype, out=out[rows[0]:rows[-1] + 1] if span else None)
+        if not span:
+            out[rows] = vis
     return out
 
 
 def averaged_model(xyz, ant1, ant2, *, lmn, pointing, freqs, offsets, flux,
-                   dtype=np.complex64) -> np.ndarray:
+                   dtype=np.complex64, out=None) -> np.ndarray:
     """Point-source visibilities of channels that average native correlator channels.
 
     Parameters
@@ -253,6 +306,7 @@ def averaged_model(xyz, ant1, ant2, *, lmn, pointing, freqs, offsets, flux,
     flux : (nsrc, nchan * n_native) float
         Apparent flux densities at ``freqs[:, None] + offsets``, Jy.
     dtype : complex dtype of the result.
+    out : (nrow, nchan) ``dtype`` array, optional; written (and returned) when given.
 
     Returns
     -------
@@ -267,7 +321,7 @@ def averaged_model(xyz, ant1, ant2, *, lmn, pointing, freqs, offsets, flux,
         # one DFT (the per-row complex exponential of the pointing's phase cost more
         # than the prediction itself at 4656 baselines x 768 channels)
         return _predict_single_threaded(xyz, ant1, ant2, lmn - centre,
-                                        freqs + offsets[0], flux, dtype=dtype)
+                                        freqs + offsets[0], flux, dtype=dtype, out=out)
     # delay-tracked to the pointing, as the correlator averages: phases relative to
     # the pointing over the native channels, the pointing's own phase put back after
     fine = (freqs[:, None] + offsets[None, :]).ravel()
@@ -278,38 +332,27 @@ def averaged_model(xyz, ant1, ant2, *, lmn, pointing, freqs, offsets, flux,
     turns = (xyz @ (pointing - centre))[:, None] * freqs[None, :] / C_M_S  # (nant, nchan)
     phasor = np.exp(2j * np.pi * (turns - np.round(turns)))
     vis *= phasor[ant2] * np.conj(phasor[ant1])
+    if out is not None:
+        out[...] = vis
+        return out
     return vis.astype(dtype)
 
 
-#: OpenBLAS runs a GEMM on one thread when m n k is at most this (65536 x its default
-#: GEMM_MULTITHREAD_THRESHOLD of 4)
-_BLAS_SINGLE_THREAD_MNK = 262_144
-
-
-def _predict_single_threaded(xyz, ant1, ant2, rel, freqs, flux, *, dtype):
-    """predict()'s per-antenna DFT, sources taken in groups small enough for one thread.
+def _predict_single_threaded(xyz, ant1, ant2, rel, freqs, flux, *, dtype, out=None):
+    """predict()'s per-antenna DFT with BLAS on one thread.
 
     The factorised DFT is one (nant x nsrc) @ (nsrc x nant) GEMM per channel: 18 k small
     GEMMs for a 768-channel, 24-integration chunk. Threaded, each one spins up and
-    synchronises OpenBLAS's threads; on a 2-core machine where anything else runs (a
-    conversion, another worker) that costs 10-20x (measured: the model took 4 s alone
-    and 24-36 s beside a simulation, the same code). Source groups with
-    nant^2 x group <= 262144 keep every GEMM single-threaded; the sum over groups is
-    the same DFT.
+    synchronises OpenBLAS's threads; on a 2-core machine where anything else runs that
+    costs 10-20x (measured: 0.08 s per integration on one thread, 1.4-2 s threaded
+    beside other work, the same GEMMs).
     """
-    nant = max(1, int(np.asarray(xyz).shape[0]))
-    group = max(1, _BLAS_SINGLE_THREAD_MNK // (nant * nant))
-    total = None
-    for s0 in range(0, rel.shape[0], group):
-        part = slice(s0, s0 + group)
-        src = PointSources(l=rel[part, 0], m=rel[part, 1], w_coeff=rel[part, 2],
-                           flux=flux[part])
-        vis = predict(None, freqs, src, antennas=(xyz, ant1, ant2), dtype=dtype)
-        if total is None:
-            total = vis
-        else:
-            total += vis
-    return total
+    from threadpoolctl import threadpool_limits  # noqa: PLC0415
+
+    src = PointSources(l=rel[:, 0], m=rel[:, 1], w_coeff=rel[:, 2], flux=flux)
+    with threadpool_limits(limits=1, user_api="blas"):
+        return predict(None, freqs, src, antennas=(xyz, ant1, ant2), dtype=dtype,
+                       chan_block=64, **({} if out is None else {"out": out}))
 
 
 def calibrator_in_beam(ms: Path, *, max_offset_deg: float = 1.0,

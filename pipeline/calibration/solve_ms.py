@@ -9,22 +9,32 @@ from __future__ import annotations
 
 import time as _time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 from casacore.tables import table
 
-from pipeline.calibration.apply import _ensure_corrected, corrected_arrays
+from pipeline.calibration.apply import _ensure_corrected
 from pipeline.calibration.caltables import CalSolutions, write_caltable
+from pipeline.calibration.chunk_sums import (
+    apply_pass,
+    bandpass_pass,
+    baseline_bandpass,
+    flux_ratio_from,
+    gain_sums,
+    inverse_products,
+)
 from pipeline.calibration.flagging import flag_rows, grid_rows
 from pipeline.calibration.model import (
     CalibratorNotFound,
     _require_ms,
     calibrator_in_beam,
-    calibrator_model,
+    compute_model,
+    read_model_inputs,
 )
-from pipeline.calibration.solver import data_count_order, solve_bandpass, solve_gains
+from pipeline.calibration.solver import solve_slots
 from pipeline.errors import ContimgError
 
 #: the calibrator must be this close to the pointing at mid-time to be solved on
@@ -94,6 +104,18 @@ def solve_calibrator_ms(ms: Path, *, calibrator: str, out_dir: Path, refant: str
         Catalog of field sources for the model (default data/catalog.csv); use_field
         False models the calibrator alone.
     """
+    from threadpoolctl import threadpool_limits  # noqa: PLC0415
+
+    # Many small BLAS calls (the model's GEMMs, the solver's batched products): threaded
+    # OpenBLAS costs 10-20x when another process or this one's model thread runs beside.
+    with threadpool_limits(limits=1, user_api="blas"):
+        return _solve(ms, calibrator=calibrator, out_dir=out_dir, refant=refant,
+                      progress=progress, backend=backend, n_sigma=n_sigma,
+                      field_catalog=field_catalog, use_field=use_field, overwrite=overwrite)
+
+
+def _solve(ms, *, calibrator, out_dir, refant, progress, backend, n_sigma, field_catalog,
+           use_field, overwrite) -> SolveResult:
     from pipeline.backend import get_backend  # noqa: PLC0415
     from pipeline.calibration.model import DEFAULT_CATALOG  # noqa: PLC0415
 
@@ -121,87 +143,172 @@ def solve_calibrator_ms(ms: Path, *, calibrator: str, out_dir: Path, refant: str
                                  f"{MAX_OFFSET_DEG} deg of the pointing at mid-time"
                                  + (f" ({found} is)" if found else "")
                                  + "; this chunk is not its transit")
-    with table(str(ms), ack=False) as t:
-        time_s, a1, a2 = t.getcol("TIME"), t.getcol("ANTENNA1"), t.getcol("ANTENNA2")
-        data, flags = t.getcol("DATA"), t.getcol("FLAG")
-        interval = float(np.median(t.getcol("INTERVAL")))
-        scan = int(t.getcell("SCAN_NUMBER", 0))
-    with table(str(ms / "ANTENNA"), ack=False) as ant:
-        names = tuple(str(n) for n in ant.getcol("NAME"))
-    with table(str(ms / "SPECTRAL_WINDOW"), ack=False) as spw:
-        freqs = spw.getcol("CHAN_FREQ")[0]
-    lap("read", 0.1)
-
-    flags, fstats = flag_rows(data, flags, time_s, a1, a2, n_sigma=n_sigma, backend=be)
-    cross_rows = a1 != a2
-    if flags[cross_rows].all():
-        raise CalibrationError(ms, "every cross-correlation is flagged; nothing to solve on")
-    lap("flag", 0.25)
-
-    model = calibrator_model(ms, calibrator, field_catalog=(
+    # The model's arithmetic needs no data: it runs on a second thread while this one
+    # reads and flags (both release the GIL in NumPy/BLAS). casacore stays on this thread.
+    inputs = read_model_inputs(ms, calibrator, field_catalog=(
         (field_catalog or DEFAULT_CATALOG) if use_field else None))
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="cal-model") as pool:
+        model_future = pool.submit(_timed, compute_model, inputs)
+        with table(str(ms), ack=False) as t:
+            data, flags = t.getcol("DATA"), t.getcol("FLAG")
+            interval = float(np.median(t.getcol("INTERVAL")))
+            scan = int(t.getcell("SCAN_NUMBER", 0))
+        time_s, a1, a2 = inputs.time_s, inputs.ant1, inputs.ant2
+        with table(str(ms / "ANTENNA"), ack=False) as ant:
+            names = tuple(str(n) for n in ant.getcol("NAME"))
+        with table(str(ms / "SPECTRAL_WINDOW"), ack=False) as spw:
+            freqs = spw.getcol("CHAN_FREQ")[0]
+        lap("read", 0.1)
+
+        flags, fstats = flag_rows(data, flags, time_s, a1, a2, n_sigma=n_sigma, backend=be)
+        cross_rows = a1 != a2
+        if flags[cross_rows].all():
+            raise CalibrationError(ms, "every cross-correlation is flagged; nothing to solve on")
+        lap("flag", 0.25)
+        model, timings["model_thread"] = model_future.result()
     lap("model", 0.45)
 
-    # gridded (time, baseline) cross correlations on compressed antenna indices
-    cross = np.flatnonzero(cross_rows)
-    index, times, b1, b2 = grid_rows(time_s[cross], a1[cross], a2[cross])
-    if (index < 0).any():
-        raise CalibrationError(ms, "some baselines are missing at some times; the solver "
-                               "needs every baseline at every integration")
-    rows = cross[index]
-    used = np.unique(np.concatenate([b1, b2]))
+    # every row on a (time, baseline) grid, autocorrelations included (they are skipped
+    # in the normal equations): on the converter's layout these are views, no copies
+    grid = _Grid.of(ms, time_s, a1, a2)
+    nchan, npol = data.shape[1:]
+    V = be.asarray(grid.gridded(data))
+    F = be.asarray(grid.gridded(flags))
+    M = be.asarray(grid.gridded(model))
+    del model
+    used = np.unique(np.concatenate([grid.b1[grid.cross], grid.b2[grid.cross]]))
     comp = np.full(len(names), -1)
     comp[used] = np.arange(used.size)
-    c1, c2 = comp[b1], comp[b2]
-    V, M, F = (be.asarray(x[rows]) for x in (data, model, flags))
-    order = data_count_order(F, n_ant=used.size, ant1=c1, ant2=c2, xp=xp)
+    c1, c2 = comp[grid.b1[grid.cross]], comp[grid.b2[grid.cross]]
+    bp_pass = bandpass_pass(V, M, F, xp=xp)
+    cross = be.asarray(grid.cross)
+    # the normal equations ignore autocorrelations: when every one of them belongs to
+    # an antenna with cross data, all baselines go in as they are (no gathered copies)
+    if (comp[grid.b1] >= 0).all() and (comp[grid.b2] >= 0).all():
+        sel, s1, s2 = slice(None), comp[grid.b1], comp[grid.b2]
+    else:
+        sel, s1, s2 = cross, c1, c2
+    per_bl = xp.sum(bp_pass.N.reshape(bp_pass.N.shape[0], -1), axis=1)[cross]
+    order = _count_order(per_bl, c1, c2, n_ant=used.size, xp=xp)
     if refant is not None:
         if refant not in names or comp[names.index(refant)] < 0:
             raise CalibrationError(ms, f"reference antenna {refant!r} has no data here")
         first = comp[names.index(refant)]
         host = be.to_host(order)
         order = be.asarray(np.concatenate([[first], host[host != first]]))
-    bp = solve_bandpass(V, M, F, c1, c2, n_ant=used.size, refant_order=order, xp=xp)
-    lap("bandpass", 0.6)
-    gs = solve_gains(V, M, F, c1, c2, n_ant=used.size, bandpass=bp.gains,
+    sums = [x[sel].reshape(s1.size, nchan * npol)
+            for x in (bp_pass.R, bp_pass.Q, bp_pass.P, bp_pass.N)]
+    bp = solve_slots(sums, s1, s2, n_ant=used.size, slots=(nchan, npol), ant_axis=0,
                      refant_order=order, xp=xp)
-    lap("gains", 0.7)
-    del V, M, F
-
     ref_row = int(used[be.to_host(order)[0]])
-    n_ant, nchan, npol = len(names), freqs.size, data.shape[2]
+    times = grid.times
     mid = 0.5 * (times[0] + times[-1])
-    b_sol = _solutions("B", be.to_host(bp.gains), be.to_host(bp.snr), used, n_ant,
+    b_sol = _solutions("B", be.to_host(bp.gains), be.to_host(bp.snr), used, len(names),
                        times=np.array([mid]), interval=np.array([times[-1] - times[0]
                                                                  + interval]),
                        names=names, freqs=freqs, refant=ref_row, ms=ms, scan=scan)
+    lap("bandpass", 0.6)
+
+    # the gains against B_i conj(B_j) M, B as the table holds it (complex64), which is
+    # what any later application reads back; every grid baseline (autos for the apply)
+    i1, i2 = be.asarray(grid.b1), be.asarray(grid.b2)
+    b_tab = be.asarray(b_sol.masked()[0])                                 # (ant, c, p)
+    g_sums = gain_sums(bp_pass, V, M, F, baseline_bandpass(b_tab, i1, i2, xp=xp), xp=xp)
+    ntime = V.shape[0]
+    sums = [xp.moveaxis(x[:, sel], 1, 0).reshape(s1.size, ntime * npol) for x in g_sums]
+    gs = solve_slots(sums, s1, s2, n_ant=used.size, slots=(ntime, npol), ant_axis=1,
+                     refant_order=order, xp=xp)
     g_host = be.to_host(gs.gains)[:, :, None, :]                          # (t, a, 1, p)
-    g_sol = _solutions("G", g_host, be.to_host(gs.snr)[:, :, None, :], used, n_ant,
+    g_sol = _solutions("G", g_host, be.to_host(gs.snr)[:, :, None, :], used, len(names),
                        times=times, interval=np.full(times.size, interval), names=names,
                        freqs=np.array([0.5 * (freqs.min() + freqs.max())]), refant=ref_row,
                        ms=ms, scan=scan)
+    lap("gains", 0.7)
+
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     b_path = write_caltable(out_dir / f"{ms.stem}.B", b_sol, ms=ms, overwrite=overwrite)
     g_path = write_caltable(out_dir / f"{ms.stem}.G", g_sol, ms=ms, overwrite=overwrite)
     lap("tables", 0.75)
 
+    # apply what the tables hold (complex64, NaN where flagged), as apply_calibration
+    # would read them back
+    g_tab = be.asarray(g_sol.masked()[:, :, 0, :])                       # (t, ant, p)
+    hb, _ = inverse_products(b_tab[i1], b_tab[i2], xp=xp)
+    hg, _ = inverse_products(g_tab[:, i1], g_tab[:, i2], xp=xp)
+    # in place: the corrected data overwrite V, our own array (DATA as read, a gathered
+    # copy, or the device's copy), and FLAG is ORed into F; no new chunk-sized array
+    # (a fresh 1.4 GB costs 1-5 s of first-touch page faults on the 2-core VM)
+    ap = apply_pass(V, M, F, bp_pass, hb, hg, out=V, out_flags=F, xp=xp)
+    del M
+    if be.name == "cpu" and grid.regular:
+        corrected, new_flags = data, flags             # V and F view these
+    else:
+        corrected = np.empty(data.shape, np.complex64)
+        new_flags = np.empty_like(flags)
+        grid.scatter(be.to_host(V), corrected)
+        grid.scatter(be.to_host(F), new_flags)
+    del V, F, data
     with table(str(ms), readonly=False, ack=False) as t:
-        corrected, new_flags, _ = corrected_arrays(ms, t, bandpass=b_sol, gains=g_sol,
-                                                   backend=be, data=data, flags=flags)
         _ensure_corrected(t, t.getcoldesc("DATA"), nchan, npol)
         t.putcol("CORRECTED_DATA", corrected)
         t.putcol("FLAG", new_flags)
     lap("apply", 0.95)
 
+    cross_flags = int(np.count_nonzero(new_flags[cross_rows]))
     qa = CalQA(snr=_median_finite(b_sol.snr[~b_sol.flags]),
-               flagged_fraction=float(new_flags[cross].mean()),
+               flagged_fraction=cross_flags / max(int(cross_rows.sum()) * nchan * npol, 1),
                antennas_lost=int(np.all(b_sol.flags[0, used], axis=(1, 2)).sum()),
-               flux_ratio=flux_ratio(corrected[rows], model[rows], new_flags[rows]))
+               flux_ratio=flux_ratio_from(ap, cross, xp=xp))
     lap("qa", 1.0)
     return SolveResult(b_table=b_path, g_table=g_path, calibrator=calibrator,
                        transit_mjd=float(mid / 86400.0), qa=qa, refant=names[ref_row],
                        timings=timings)
+
+
+def _timed(fn, *args):
+    t0 = _time.perf_counter()
+    return fn(*args), _time.perf_counter() - t0
+
+
+@dataclass(frozen=True, kw_only=True, eq=False)
+class _Grid:
+    """Every MS row on a (time, baseline) grid; ``regular``: the rows are that grid."""
+
+    index: np.ndarray          # (ntime, nbl) row of each cell
+    times: np.ndarray          # (ntime,) s
+    b1: np.ndarray             # (nbl,) ANTENNA1 of each baseline
+    b2: np.ndarray
+    cross: np.ndarray          # indices of the baselines with b1 != b2
+    regular: bool
+
+    @classmethod
+    def of(cls, ms: Path, time_s, a1, a2) -> _Grid:
+        index, times, b1, b2 = grid_rows(time_s, a1, a2)
+        if (index < 0).any():
+            raise CalibrationError(ms, "some baselines are missing at some times; the solver "
+                                   "needs every baseline at every integration")
+        return cls(index=index, times=times, b1=b1, b2=b2, cross=np.flatnonzero(b1 != b2),
+                   regular=bool(np.array_equal(index.ravel(), np.arange(time_s.size))))
+
+    def gridded(self, x: np.ndarray) -> np.ndarray:
+        """(nrow, ...) → (ntime, nbl, ...): a view when regular, else a gathered copy."""
+        if self.regular:
+            return x.reshape(self.index.shape + x.shape[1:])
+        return x[self.index]
+
+    def scatter(self, g: np.ndarray, out: np.ndarray) -> None:
+        """Write gridded ``g`` (ntime, nbl, ...) back to rows of ``out`` (nrow, ...)."""
+        out[self.index.ravel()] = g.reshape((-1,) + g.shape[2:])
+
+
+def _count_order(per_bl, c1, c2, *, n_ant: int, xp):
+    """Antennas, most unflagged cross-correlation samples first (per_bl: (ncross,) counts)."""
+    i1, i2 = xp.asarray(c1), xp.asarray(c2)
+    count = (xp.bincount(i1, weights=per_bl, minlength=n_ant)
+             + xp.bincount(i2, weights=per_bl, minlength=n_ant))
+    # ties keep antenna order (CuPy's argsort is stable and takes no ``kind``)
+    return xp.argsort(-count, kind="stable") if xp is np else xp.argsort(-count)
 
 
 def _solutions(kind, gains, snr, used, n_ant, *, times, interval, names, freqs, refant,

@@ -90,8 +90,9 @@ def baseline_sums(vis, model, weights, *, xp=np, axis: int | tuple[int, ...] = 0
 def dense_normal_equations(R, Q, P, N, ant1, ant2, *, n_ant: int, xp=np) -> NormalEquations:
     """Scatter per-baseline sums into dense Hermitian antenna matrices.
 
-    R, Q, P, N : (nbl, nslot) from :func:`baseline_sums` over rows of *distinct* cross
-    baselines (ant1 != ant2, no pair twice); ant1, ant2 : (nbl,) int in [0, n_ant).
+    R, Q, P, N : (nbl, nslot) from :func:`baseline_sums` over rows of *distinct*
+    baselines (no pair twice); ant1, ant2 : (nbl,) int in [0, n_ant). Autocorrelations
+    (ant1 == ant2) may be among them: the diagonal is zeroed, so they are ignored.
     Returns :class:`NormalEquations` with (nslot, n_ant, n_ant) matrices.
     """
     a1, a2 = xp.asarray(ant1), xp.asarray(ant2)
@@ -102,6 +103,8 @@ def dense_normal_equations(R, Q, P, N, ant1, ant2, *, n_ant: int, xp=np) -> Norm
         xt = x.T
         m[:, a1, a2] = xt
         m[:, a2, a1] = xp.conj(xt) if cplx else xt
+        diag = xp.arange(n_ant)
+        m[:, diag, diag] = 0
         out[name] = m
     return NormalEquations(**out)
 
@@ -163,17 +166,30 @@ def stefcal_normal(ne: NormalEquations, *, n_iter: int = 100, tol: float = 1e-8,
 
 
 def _noise(R, Q, P, N, g, ok, *, xp):
-    """Residual rms per slot and per-antenna SNR from the normal equations."""
-    gg = g[:, :, None] * xp.conj(g)[:, None, :]                    # g_i conj(g_j)
-    a2 = g.real ** 2 + g.imag ** 2
-    resid = P - 2 * xp.real(xp.conj(gg) * R) + a2[:, :, None] * a2[:, None, :] * Q
-    live = ok[:, :, None] & ok[:, None, :] & (N > 0)
-    # each baseline appears twice in the dense matrices; halve the sums
-    rss = 0.5 * xp.sum(xp.where(live, resid, 0.0), axis=(1, 2))
-    nvis = 0.5 * xp.sum(xp.where(live, N, 0.0), axis=(1, 2))
+    """Residual rms per slot and per-antenna SNR from the normal equations.
+
+    The residual sum over live baselines (both antennas solved) is
+    sum_ij o_i o_j P_ij - 2 Re(g^H R g) + a^T Q a with a = |g|^2 and g, a zero where
+    not solved (o: solved), each a batched matrix-vector product over the dense
+    matrices: no (nslot, n_ant, n_ant) temporaries. Each baseline appears twice in the
+    dense matrices, hence the halves.
+    """
+    okf = ok.astype(xp.float64)
+    g0 = xp.where(ok, g, 0)
+    a2 = g0.real ** 2 + g0.imag ** 2
+
+    def quad(m, x):
+        return xp.matmul(m, x[:, :, None])[:, :, 0]
+
+    Qa = quad(Q, a2)                                               # (s, a)
+    Rg = quad(R, g0)
+    rss = 0.5 * (xp.sum(okf * quad(P, okf), axis=1)
+                 - 2 * xp.real(xp.sum(xp.conj(g0) * Rg, axis=1))
+                 + xp.sum(a2 * Qa, axis=1))
+    nvis = 0.5 * xp.sum(okf * quad(N, okf), axis=1)
     dof = xp.maximum(2 * nvis - 2 * xp.sum(ok, axis=1) + 1, 1.0)
     sigma = xp.sqrt(xp.maximum(rss, 0.0) / dof)                   # per real/imag part
-    fisher = xp.sum(xp.where(live, Q * a2[:, None, :], 0.0), axis=2)   # (s, a)
+    fisher = xp.where(ok, Qa, 0.0)                                 # (s, a)
     err = sigma[:, None] / xp.sqrt(xp.where(fisher > 0, fisher, xp.nan))
     snr = xp.abs(g) / xp.maximum(err, xp.abs(g) / SNR_CAP)
     return sigma, xp.where(ok, snr, xp.nan)
@@ -323,8 +339,8 @@ def solve_bandpass(vis, model, flags, ant1, ant2, *, n_ant: int, refant_order=No
     R, Q, P, N = _blocked_sums(vis, model, flags, axis=0, xp=xp)   # (nbl, nchan, npol)
     nbl, nchan, npol = R.shape
     sums = [x.reshape(nbl, nchan * npol) for x in (R, Q, P, N)]
-    return _solve_slots(sums, flags, ant1, ant2, n_ant=n_ant, slots=(nchan, npol),
-                        ant_axis=0, refant_order=refant_order, n_iter=n_iter, tol=tol, xp=xp)
+    return solve_slots(sums, ant1, ant2, n_ant=n_ant, slots=(nchan, npol), ant_axis=0,
+                       refant_order=refant_order, n_iter=n_iter, tol=tol, flags=flags, xp=xp)
 
 
 def solve_gains(vis, model, flags, ant1, ant2, *, n_ant: int, bandpass=None,
@@ -351,13 +367,19 @@ def solve_gains(vis, model, flags, ant1, ant2, *, n_ant: int, bandpass=None,
     R, Q, P, N = _blocked_sums(vis, model, flags, axis=2, xp=xp, pre=pre)  # (t, nbl, npol)
     ntime, nbl, npol = R.shape
     sums = [xp.moveaxis(x, 1, 0).reshape(nbl, ntime * npol) for x in (R, Q, P, N)]
-    return _solve_slots(sums, flags, ant1, ant2, n_ant=n_ant, slots=(ntime, npol),
-                        ant_axis=1, refant_order=refant_order, n_iter=n_iter, tol=tol, xp=xp)
+    return solve_slots(sums, ant1, ant2, n_ant=n_ant, slots=(ntime, npol), ant_axis=1,
+                       refant_order=refant_order, n_iter=n_iter, tol=tol, flags=flags, xp=xp)
 
 
-def _solve_slots(sums, flags, ant1, ant2, *, n_ant: int, slots: tuple[int, int],
-                 ant_axis: int, refant_order, n_iter: int, tol: float, xp) -> GainSolution:
-    """StEFCal over (nbl, n_slot) baseline sums; gains with the antenna axis at ``ant_axis``."""
+def solve_slots(sums, ant1, ant2, *, n_ant: int, slots: tuple[int, int], ant_axis: int,
+                refant_order, n_iter: int = 100, tol: float = 1e-8, flags=None,
+                xp=np) -> GainSolution:
+    """StEFCal over (nbl, n_slot) baseline sums; gains with the antenna axis at ``ant_axis``.
+
+    sums : (R, Q, P, N), each (nbl, n_slot) with n_slot = prod(slots), over distinct cross
+    baselines ant1, ant2 (compressed antenna indices); refant_order : (n_ant,) antennas in
+    order of preference (None: from ``flags``, (ntime, nbl, nchan, npol), most data first).
+    """
     ne = dense_normal_equations(*sums, ant1, ant2, n_ant=n_ant, xp=xp)
     if refant_order is None:
         refant_order = data_count_order(flags, n_ant=n_ant, ant1=ant1, ant2=ant2, xp=xp)

@@ -142,6 +142,35 @@ def calibrator_at(mid_mjd: float, dec_deg: float, *, radius_deg: float = 1.0
     return best
 
 
+def transit_calibrator(mid_mjd: float, dec_deg: float, *, half_duration_s: float,
+                       radius_deg: float = 1.0) -> tuple[str, float] | None:
+    """(name, seconds from transit) if this chunk is the one to solve a calibrator on.
+
+    The calibrator must be within ``radius_deg`` of the meridian pointing at mid-time
+    (:func:`calibrator_at`) and transit during the chunk: -half < t_mid - t_transit <= half
+    with half = ``half_duration_s``. A 5-minute chunk spans 1.25 deg of hour angle, so
+    two or three chunks pass the radius test; the half-open interval gives each transit
+    to exactly one of them, and the others apply its table.
+    """
+    from pipeline.simulate.sky import load_calibrators  # noqa: PLC0415
+    from pipeline.transits import seconds_from_transit  # noqa: PLC0415
+
+    found = calibrator_at(mid_mjd, dec_deg, radius_deg=radius_deg)
+    if found is None:
+        return None
+    cals = load_calibrators()
+    ra = float(cals.ra_deg[cals.names.index(found[0])])
+    dt = seconds_from_transit(ra, mjd_to_datetime(mid_mjd))
+    return (found[0], dt) if -half_duration_s < dt <= half_duration_s else None
+
+
+def chunk_half_duration_s(obs: Observation) -> float:
+    """Half an observation's duration from its start and mid-time, seconds (150 if unknown)."""
+    start = Time(obs.start_utc, scale="utc").mjd if obs.start_utc else None
+    half = (obs.mid_mjd - start) * 86400.0 if start is not None else 0.0
+    return half if half > 0 else 150.0
+
+
 def calibrator_model_flux_jy(name: str) -> float | None:
     """The calibrator's Perley–Butler flux density at 1.4 GHz, Jy (None if not listed)."""
     from pipeline.simulate.sky import load_calibrators  # noqa: PLC0415
@@ -173,7 +202,11 @@ def selection_for(store: Store, mid_mjd: float,
 def prepare_calibrate(store: Store, obs: Observation, now: datetime, *,
                       config: CalibrationConfig = DEFAULT_CONFIG) -> dict[str, object]:
     """Server side: {"solve": calibrator or None, "selection": Selection, "config": ...}."""
-    found = calibrator_at(obs.mid_mjd, obs.dec_deg, radius_deg=config.calibrator_radius_deg)
+    # Only the chunk the calibrator transits in is solved; its neighbours within the
+    # radius apply that solve (or wait for it) like any other observation.
+    found = transit_calibrator(obs.mid_mjd, obs.dec_deg,
+                               half_duration_s=chunk_half_duration_s(obs),
+                               radius_deg=config.calibrator_radius_deg)
     # A transit solved before (the observation waited, or a retry) is not solved again:
     # its table is registered, accepted or not, and selection already sees it.
     solve = found[0] if found and store.caltables(observation_id=obs.id).empty else None
