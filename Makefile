@@ -36,8 +36,19 @@ chromium:
 # transit (24 antennas, 4 channels per subband: about 1.5 min to simulate on 2 cores),
 # which the server's scheduler then ingests and processes while the pages show it.
 DEMO := --transit-of 3C48 --minutes 60 --antennas 24 --channels-per-subband 4 --seed 1
+# The demo images the production 3.5° field at 3 cells per beam instead of 5 (2304² cells,
+# not 3840²). Measured on the 12 demo chunks, 2 busy cores: 6.2 s an image instead of
+# 11.7 s, `process --once` 117 s instead of 188 s, 1.2 GB of images instead of 3.3 GB,
+# with the same rms and QA (11 of 12 pass). A 2° field was tried and is worse: the
+# sidelobes of sources outside it raise the rms 1.5–2× and 5 of 12 images fail QA.
+# Written only with the demo, into a home with no data and no settings file: an
+# operator's own settings are never replaced.
+DEMO_SETTINGS := [imaging]\n\# demo: 3 cells per beam (default 5) images the 3.5° field twice as fast\ncells_per_beam = 3.0\n
 
 run: install
+	@if [ ! -e $(HOME_DIR)/contimg.toml ] && ! ls $(HOME_DIR)/incoming/*.hdf5 >/dev/null 2>&1; \
+	then mkdir -p $(HOME_DIR) && printf '$(DEMO_SETTINGS)' > $(HOME_DIR)/contimg.toml && \
+	  echo "wrote demo settings to $(HOME_DIR)/contimg.toml (contimg settings shows them)"; fi
 	$(VENV)/bin/contimg simulate --home $(HOME_DIR) --if-empty $(DEMO)
 	$(VENV)/bin/contimg serve --home $(HOME_DIR) --port $(PORT)
 

@@ -7,6 +7,7 @@ import json
 import logging
 import sys
 from collections.abc import Sequence
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 
 from pipeline import __version__
@@ -14,6 +15,7 @@ from pipeline.errors import ContimgError
 from pipeline.home import Home
 from pipeline.phasing import use_bundled_iers
 from pipeline.runner import Runner, RunnerConfig
+from pipeline.settings import load_settings, settings_path, settings_tables, settings_toml
 from pipeline.stages import default_registry
 from pipeline.store import Store
 
@@ -38,7 +40,8 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--port", type=int, default=5006, help="TCP port (default 5006)")
     serve.add_argument("--address", default="127.0.0.1",
                        help="address to bind (default 127.0.0.1; 0.0.0.0 for every interface)")
-    serve.add_argument("--workers", type=int, default=2, help="stage jobs run at once")
+    serve.add_argument("--workers", type=int, default=None,
+                       help="stage jobs run at once (default [runner] workers, 2)")
     serve.add_argument("--paused", action="store_true",
                        help="start with processing paused (resume from the overview page)")
 
@@ -46,10 +49,12 @@ def build_parser() -> argparse.ArgumentParser:
                              help="run the pipeline over what is pending")
     process.add_argument("--once", action="store_true",
                          help="process what is ready now, then exit")
-    process.add_argument("--workers", type=int, default=2, help="stage jobs run at once")
-    process.add_argument("--stale-after", type=float, default=120.0, metavar="SECONDS",
-                         help="requeue claims whose heartbeat is older than this "
-                              "(default 120; lower it to recover a crashed run at once)")
+    process.add_argument("--workers", type=int, default=None,
+                         help="stage jobs run at once (default [runner] workers, 2)")
+    process.add_argument("--stale-after", type=float, default=None, metavar="SECONDS",
+                         help="requeue claims whose heartbeat is older than this (default "
+                              "[runner] stale_after_s, 120; lower it to recover a crashed "
+                              "run at once)")
 
     sim = sub.add_parser("simulate", parents=[home],
                          help="write simulated subband files (with a truth file) to incoming/")
@@ -75,26 +80,55 @@ def build_parser() -> argparse.ArgumentParser:
     sim.add_argument("--if-empty", action="store_true",
                      help="do nothing if incoming/ already holds .hdf5 files")
 
+    settings = sub.add_parser("settings", parents=[home],
+                              help="print the effective settings (<home>/contimg.toml over "
+                                   "the defaults)")
+    settings.add_argument("--json", action="store_true", help="machine-readable output")
+
     status = sub.add_parser("status", parents=[home],
                             help="counts per state, jobs and open alerts")
     status.add_argument("--json", action="store_true", help="machine-readable output")
     return parser
 
 
+class CommandLineError(ContimgError):
+    """An option value the pipeline cannot use."""
+
+    def __init__(self, problem: str):
+        super().__init__(f"command line: {problem}; change the option")
+
+
+def runner_config(args: argparse.Namespace, base: RunnerConfig) -> RunnerConfig:
+    """The settings' runner config with the command line's --workers/--stale-after over it."""
+    changes: dict[str, float] = {}
+    if getattr(args, "workers", None) is not None:
+        changes["workers"] = args.workers
+    if getattr(args, "stale_after", None) is not None:
+        # A short lease needs a heartbeat well inside it.
+        changes.update(stale_after_s=args.stale_after,
+                       heartbeat_s=min(base.heartbeat_s, args.stale_after / 2))
+    try:
+        return replace(base, **changes)
+    except ValueError as exc:
+        raise CommandLineError(str(exc)) from None
+
+
 def cmd_serve(args: argparse.Namespace, home: Home) -> int:
     """Run the dashboard and the scheduler until interrupted."""
     from app.server import serve  # Panel is heavy; status and process don't need it
+    settings = load_settings(home)  # once, before anything starts: a bad file stops here
+    settings = replace(settings, runner=runner_config(args, settings.runner))
     serve(home, port=args.port, address=args.address, paused=args.paused,
-          config=RunnerConfig(workers=args.workers))
+          config=settings.runner, settings=settings)
     return 0
 
 
 def cmd_process(args: argparse.Namespace, home: Home) -> int:
     """Run the pipeline in the foreground: once, or on the scheduler until interrupted."""
-    config = RunnerConfig(workers=args.workers, stale_after_s=args.stale_after,
-                          heartbeat_s=min(10.0, args.stale_after / 2))
+    settings = load_settings(home)
+    config = runner_config(args, settings.runner)
     with Store.open(home) as store:
-        runner = Runner(store, home, default_registry(), config=config)
+        runner = Runner(store, home, default_registry(settings), config=config)
         if args.once:
             outcomes = runner.run_once()
             counts = store.counts_by_state()
@@ -110,6 +144,20 @@ def cmd_process(args: argparse.Namespace, home: Home) -> int:
             pass
         finally:
             runner.stop(wait=True)
+    return 0
+
+
+def cmd_settings(args: argparse.Namespace, home: Home) -> int:
+    """Print the effective settings: the home's contimg.toml over the defaults."""
+    settings = load_settings(home)
+    path = settings_path(home)
+    source = str(path) if path.exists() else None
+    if args.json:
+        print(json.dumps({"file": source, "settings": settings_tables(settings)}, indent=2))
+        return 0
+    print(f"# effective settings: {source or 'defaults (no ' + str(path) + ')'}")
+    print("# copy a section into that file and change what should differ")
+    print(settings_toml(settings), end="")
     return 0
 
 
@@ -138,17 +186,18 @@ def _simulation_window(args: argparse.Namespace) -> tuple[datetime, float]:
             start = start.astimezone(UTC).replace(tzinfo=None)
     if args.transit_of:
         from pipeline.simulate.sky import load_calibrators  # noqa: PLC0415
-        from pipeline.transits import previous_transit  # noqa: PLC0415
+        from pipeline.transits import apparent_position, previous_transit  # noqa: PLC0415
         cals = load_calibrators()
         names = {n.upper(): i for i, n in enumerate(cals.names)}
         if args.transit_of.upper() not in names:
             raise ValueError(f"--transit-of {args.transit_of}: not a calibrator in data/ "
                              f"({', '.join(cals.names)})")
         i = names[args.transit_of.upper()]
-        transit = previous_transit(float(cals.ra_deg[i]), start or datetime.now(UTC).replace(
-            tzinfo=None))
+        ra, cal_dec = float(cals.ra_deg[i]), float(cals.dec_deg[i])
+        transit = previous_transit(ra, cal_dec, start or datetime.now(UTC).replace(tzinfo=None))
         start = (transit - timedelta(minutes=args.minutes / 2)).replace(microsecond=0)
-        dec = args.dec if args.dec is not None else float(cals.dec_deg[i])
+        # the array points at an apparent declination: the calibrator's, at its transit
+        dec = args.dec if args.dec is not None else apparent_position(ra, cal_dec, transit)[1]
         return start, dec
     if start is None or args.dec is None:
         raise ValueError("give --start and --dec, or --transit-of NAME")
@@ -185,7 +234,7 @@ def cmd_simulate(args: argparse.Namespace, home: Home) -> int:
 
 
 COMMANDS = {"serve": cmd_serve, "process": cmd_process, "status": cmd_status,
-            "simulate": cmd_simulate}
+            "settings": cmd_settings, "simulate": cmd_simulate}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -19,6 +19,7 @@ from pipeline.errors import ContimgError
 from pipeline.home import Home
 from pipeline.runner import Runner, RunnerConfig
 from pipeline.runner_state import RunnerState
+from pipeline.settings import Settings, load_settings
 from pipeline.stages import default_registry
 from pipeline.store import Store
 from views.pages import PAGES, PageSpec
@@ -103,11 +104,15 @@ def make_server(ctx: AppContext, *, port: int, address: str,
 
 
 def serve(home: Home, *, port: int, address: str, config: RunnerConfig,
-          paused: bool = False) -> None:
-    """Open the store, start the runner once, and serve until SIGINT/SIGTERM."""
+          paused: bool = False, settings: Settings | None = None) -> None:
+    """Open the store, start the runner once, and serve until SIGINT/SIGTERM.
+
+    ``settings`` None reads the home's contimg.toml (once, here).
+    """
+    settings = settings if settings is not None else load_settings(home)
     store = Store.open(home)
     state = RunnerState(paused=paused)
-    runner = Runner(store, home, default_registry(), config=config, state=state)
+    runner = Runner(store, home, default_registry(settings), config=config, state=state)
     try:
         server = make_server(AppContext(home=home, store=store, state=state),
                              port=port, address=address)

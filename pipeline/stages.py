@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+from functools import partial
+
 from pipeline.calibration.stage import calibrate_stage, prepare_calibrate, record_calibrate
 from pipeline.convert import convert_stage
-from pipeline.imaging.stage import image_stage, record_image
+from pipeline.imaging.stage import image_stage, record_image, stage_inputs
 from pipeline.ingest import IngestConfig, Ingester
 from pipeline.photometry.stage import (
     RESORT_EVERY_S,
@@ -14,23 +16,37 @@ from pipeline.photometry.stage import (
     resort_photometry_task,
 )
 from pipeline.runner import StageRegistry
+from pipeline.settings import Settings
 
 #: Seconds between scans of home/incoming.
 INGEST_EVERY_S = 30.0
 
 
-def default_registry(*, ingest: IngestConfig | None = None) -> StageRegistry:
-    """Registry used by `contimg serve` and `contimg process`."""
+def default_registry(settings: Settings | None = None, *,
+                     ingest: IngestConfig | None = None) -> StageRegistry:
+    """Registry used by `contimg serve` and `contimg process`, configured by ``settings``.
+
+    ``settings`` None means every default; ``ingest`` (older callers) overrides
+    ``settings.ingest``.
+    """
+    settings = settings or Settings()
     registry = StageRegistry()
     # One Ingester per registry: it remembers file sizes between its own scans.
-    registry.register_task("ingest", Ingester(config=ingest or IngestConfig()).scan,
+    registry.register_task("ingest", Ingester(config=ingest or settings.ingest).scan,
                            every_s=INGEST_EVERY_S)
     registry.register_stage("convert", convert_stage)
-    registry.register_stage("calibrate", calibrate_stage, prepare=prepare_calibrate,
-                            record=record_calibrate)
-    registry.register_stage("image", image_stage, record=record_image)
-    registry.register_stage("measure", measure_stage, prepare=prepare_measure,
-                            record=record_measure)
+    # The hooks take their config as a keyword: partial keeps their logic and hands the
+    # operator's config both to the server-side hooks and (through ctx.inputs) the stage.
+    registry.register_stage(
+        "calibrate", calibrate_stage,
+        prepare=partial(prepare_calibrate, config=settings.calibration),
+        record=partial(record_calibrate, config=settings.calibration))
+    registry.register_stage("image", image_stage, prepare=stage_inputs(settings.imaging),
+                            record=record_image)
+    registry.register_stage(
+        "measure", measure_stage,
+        prepare=partial(prepare_measure, config=settings.photometry),
+        record=partial(record_measure, thresholds=settings.variability))
     # Lightcurves stay fast only while photometry is sorted by source (DESIGN).
     registry.register_task("resort-photometry", resort_photometry_task, every_s=RESORT_EVERY_S)
     return registry

@@ -21,6 +21,7 @@ import numpy as np
 import pandas as pd
 
 from pipeline.photometry.thresholds import VariabilityThresholds
+from pipeline.photometry.variability import flag_variable
 
 log = logging.getLogger(__name__)
 
@@ -79,8 +80,9 @@ class PhotometryQueries:
     # ---------------------------------------------------------------- the stage
     def image_to_measure(self, observation_id: str) -> dict | None:
         """The observation's images row as the measure stage needs it, or None."""
-        cols = ("id", "path", "pbcor_path", "residual_path", "mid_mjd", "ra_deg", "dec_deg",
-                "freq_hz", "npix", "cell_arcsec", "bmaj_deg", "qa_passed", "qa_reason")
+        cols = ("id", "path", "pbcor_path", "residual_path", "psf_path", "mid_mjd", "ra_deg",
+                "dec_deg", "freq_hz", "npix", "cell_arcsec", "bmaj_deg", "qa_passed",
+                "qa_reason")
         row = self._cur.execute(f"SELECT {', '.join(cols)} FROM images "
                                 "WHERE observation_id = ?", [observation_id]).fetchone()
         return None if row is None else dict(zip(cols, row, strict=True))
@@ -250,15 +252,17 @@ class PhotometryQueries:
                     FROM agg JOIN chi USING (source_id)
                     LEFT JOIN best USING (source_id)
                     LEFT JOIN variability old USING (source_id))
-                SELECT *, (coalesce(eta > $eta_thr AND v > $v_thr, false)
-                           OR (vs_max >= $vs_thr AND m_max > $m_thr)) AS is_variable
-                FROM merged
+                SELECT * FROM merged
                 """,
                 {"full": full, "m_thr": thresholds.m,
-                 "eta_thr": thresholds.eta, "v_thr": thresholds.v, "vs_thr": thresholds.vs,
                  **({} if full else {"img": image_id})}).df()
         finally:
             _unregister(self._cur, "_touched")
+        # The η threshold depends on N through a χ² quantile: one function, shared with
+        # the NumPy reference, decides on the metrics SQL computed.
+        rows["is_variable"] = flag_variable(rows["n"], rows["eta"], rows["v"], rows["vs_max"],
+                                            rows["m_max"], rows["max_snr"],
+                                            thresholds=thresholds)
         _register(self._cur, "_var_new", rows)
         try:
             # Sources left with no rows (a re-measurement dropped them) lose their metrics.

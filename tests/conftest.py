@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 
 from pipeline.home import Home
+from pipeline.settings import write_settings_file
 from pipeline.store import Store
 
 CHROMIUM = "/usr/bin/chromium"
@@ -22,6 +23,22 @@ CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-
                  "--disable-background-networking", "--disable-component-update",
                  "--disable-sync"]
 T0 = datetime(2026, 11, 23, 12, 0, 0)
+
+
+#: Imaging settings for tests whose observations must be imaged but where imaging is not
+#: what they test: 256² cells of the default size and a short CLEAN (the default 3.5°
+#: field is thousands of pixels on a side and ~30 s per observation on 2 cores).
+FAST_IMAGING = {"npix": 256, "niter": 100, "backend": "cpu"}
+
+
+def write_settings(home: Home | Path | str, **sections: dict) -> Path:
+    """Write ``<home>/contimg.toml`` with these sections, e.g. ``imaging=FAST_IMAGING``.
+
+    The file is checked as contimg would read it, so a test cannot write one that
+    `contimg process` then refuses.
+    """
+    h = home if isinstance(home, Home) else Home.resolve(home)
+    return write_settings_file(h, sections)
 
 
 class Clock:

@@ -143,7 +143,7 @@ def test_selection_refuses_bad_weights():
 
 
 # ------------------------------------------------------- the stage on a real store/runner
-TRANSIT_3C48 = previous_transit(24.422083, T0)
+TRANSIT_3C48 = previous_transit(24.422083, 33.15975, T0)
 
 
 def mjd(t: datetime) -> float:

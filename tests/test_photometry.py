@@ -269,3 +269,29 @@ def test_unexpected_bunit_warns(tmp_path):
 def test_config_is_validated(kw, match):
     with pytest.raises(ValueError, match=match):
         PhotometryConfig(**kw)
+
+
+def test_an_island_on_a_psf_sidelobe_of_a_known_source_is_not_new(tmp_path):
+    field = dataclasses.replace(FIELD, npix=200)
+    (ra_b,), (dec_b,) = field.wcs().all_pix2world([100.0], [100.0], 0)
+    # Two 20σ islands 60 px from a 2 Jy source (1 % of it): one due north, on the PSF's
+    # N–S streak (a 20 % sidelobe there), one to the east where the PSF is quiet.
+    xs, ys = np.array([100.2, 160.3]), np.array([160.1, 100.2])
+    ra_i, dec_i = field.wcs().all_pix2world(xs, ys, 0)
+    extra = sky_model(field, ra_i, dec_i, np.full(2, 20 * SIGMA))
+    files = write_image(tmp_path / "psf.fits", field, [ra_b], [dec_b], [2.0], sigma=SIGMA,
+                        seed=2, extra=extra)
+    image = read_image(files["path"])
+    residual = fits.getdata(files["residual_path"])[0, 0]
+    psf = np.zeros((200, 200), np.float32)
+    psf[100, 100] = 1.0
+    psf[100 + 30:, 100] = 0.2                 # a streak north of the peak
+    apparent = np.array([2.0 * field.pb_at([ra_b], [dec_b])[0]])
+    # The fixed-fraction rule alone (0.5 %) keeps both; the PSF rule vetoes the one on
+    # the streak (20 σ < 10 % of 20 % of 2 Jy) and keeps the one off it.
+    kept, n = new_source_candidates(image, [ra_b], [dec_b], residual=residual,
+                                    known_apparent_jy=apparent)
+    assert n == 3 and len(kept) == 2
+    kept, _ = new_source_candidates(image, [ra_b], [dec_b], residual=residual,
+                                    known_apparent_jy=apparent, psf=psf)
+    assert len(kept) == 1 and abs(kept.x[0] - 160.3) < 0.5

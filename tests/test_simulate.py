@@ -327,7 +327,7 @@ def test_cli_centres_a_run_on_a_calibrator_transit(tmp_path):
     assert result.returncode == 0, result.stderr
     [truth] = (home / "incoming" / "truth").glob("*.json")
     start = datetime.fromisoformat(truth.stem)
-    ha = hour_angle_deg(24.422083, start + timedelta(minutes=5))
+    ha = hour_angle_deg(24.422083, 33.15975, start + timedelta(minutes=5))
     assert min(ha, 360 - ha) < 0.01  # 3C48 on the meridian mid-run
     assert start < datetime(2026, 11, 23, 12)
     assert len(list((home / "incoming").glob("*.hdf5"))) == 32

@@ -217,3 +217,43 @@ def test_concurrent_writes_of_overlapping_images_all_land(store, ids):
     assert errors == []
     assert store._df("SELECT count(*) AS n FROM photometry").n[0] == 4 * N_SRC
     assert (store._df("SELECT n_meas FROM variability").n_meas == 4).all()
+
+
+def test_eta_threshold_holds_false_alarms_for_short_lightcurves():
+    from scipy.stats import chi2
+    t = VariabilityThresholds()
+    np.testing.assert_allclose(t.eta_threshold([3, 11]),
+                               [chi2.isf(1e-3, 2) / 2, chi2.isf(1e-3, 10) / 10])
+    assert t.eta_threshold(10_000) == t.eta           # long lightcurves: the VAST value
+    # Steady three-point lightcurves with correct errors: plain η > 2 flags ~13.5 %.
+    rng = np.random.default_rng(4)
+    n_src, n = 20_000, 3
+    err = np.full((n_src, n), 1e-3)
+    flux = 0.01 + rng.normal(size=(n_src, n)) * err
+    eta = np.array([var.eta(f, e) for f, e in zip(flux, err, strict=True)])
+    v = np.array([var.v_index(f) for f in flux])
+    assert 0.12 < np.mean(eta > 2.0) < 0.15
+    flagged = var.flag_variable(np.full(n_src, n), eta, v, np.zeros(n_src), np.zeros(n_src),
+                                thresholds=t)
+    assert flagged.mean() < 0.003
+
+
+def test_too_few_measurements_are_not_judged():
+    t = VariabilityThresholds()
+    two = var.metrics(np.array([0.1, 0.3]), np.array([1e-3, 1e-3]), thresholds=t)
+    assert two.vs_max > 100 and not var.is_variable(two, t)
+    three = var.metrics(np.array([0.1, 0.3, 0.3]), np.full(3, 1e-3), thresholds=t)
+    assert var.is_variable(three, t)
+    with pytest.raises(ValueError, match="min_meas"):
+        VariabilityThresholds(min_meas=1)
+    with pytest.raises(ValueError, match="eta_false_alarm"):
+        VariabilityThresholds(eta_false_alarm=0.0)
+
+
+def test_a_source_never_detected_is_not_judged():
+    t = VariabilityThresholds()
+    faint = var.metrics(np.array([0.002, -0.003, 0.004]), np.full(3, 1e-3), thresholds=t)
+    assert faint.eta > t.eta_threshold(3) and faint.max_snr < t.min_snr
+    assert not var.is_variable(faint, t)
+    seen = var.metrics(np.array([0.002, -0.003, 0.006]), np.full(3, 1e-3), thresholds=t)
+    assert seen.max_snr >= t.min_snr and var.is_variable(seen, t)

@@ -125,18 +125,18 @@ def calibrator_at(mid_mjd: float, dec_deg: float, *, radius_deg: float = 1.0
                   ) -> tuple[str, float] | None:
     """(name, offset_deg) of the calibrator nearest the meridian pointing, if within radius.
 
-    A drift scan points at (LST, dec) at mid-time; no Measurement Set is read.
+    A drift scan points at the apparent (LST, dec) at mid-time, compared here in ICRS
+    with the calibrators; no Measurement Set is read.
     """
+    from pipeline.phasing import meridian_icrs_deg  # noqa: PLC0415
+    from pipeline.simulate.instrument import OVRO  # noqa: PLC0415
     from pipeline.simulate.sky import load_calibrators  # noqa: PLC0415
-    from pipeline.transits import hour_angle_deg  # noqa: PLC0415
 
     cals = load_calibrators()
-    when = mjd_to_datetime(mid_mjd)
+    ra_m, dec_m = meridian_icrs_deg(mid_mjd + 2400000.5, dec_deg, OVRO.earth_location())
     best: tuple[str, float] | None = None
     for name, ra, dec in zip(cals.names, cals.ra_deg, cals.dec_deg, strict=True):
-        # The meridian is at RA = ra + HA (HA = LST − RA); compare (LST, dec) with (RA, dec).
-        offset = angular_separation_deg(ra + hour_angle_deg(float(ra), when), dec_deg,
-                                         float(ra), float(dec))
+        offset = angular_separation_deg(float(ra_m[0]), float(dec_m[0]), float(ra), float(dec))
         if offset <= radius_deg and (best is None or offset < best[1]):
             best = (name, offset)
     return best
@@ -159,8 +159,9 @@ def transit_calibrator(mid_mjd: float, dec_deg: float, *, half_duration_s: float
     if found is None:
         return None
     cals = load_calibrators()
-    ra = float(cals.ra_deg[cals.names.index(found[0])])
-    dt = seconds_from_transit(ra, mjd_to_datetime(mid_mjd))
+    i = cals.names.index(found[0])
+    dt = seconds_from_transit(float(cals.ra_deg[i]), float(cals.dec_deg[i]),
+                              mjd_to_datetime(mid_mjd))
     return (found[0], dt) if -half_duration_s < dt <= half_duration_s else None
 
 

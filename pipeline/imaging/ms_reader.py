@@ -49,7 +49,9 @@ class ImagingData:
     freq : (nchan,) float64, Hz.
     vis : (nrow, nchan) complex64, Jy, Stokes I = (XX + YY) / 2 (0 where flagged).
     weight : (nrow, nchan) float32, inverse variance of I; 0 where flagged.
-    ra_deg, dec_deg : phase centre (FIELD 0 PHASE_DIR), degrees.
+    ra_deg, dec_deg : phase centre (FIELD 0 PHASE_DIR), ICRS degrees.
+    pointing_dec_deg : the drift scan's apparent (pointing) declination, degrees, from the
+        converter's ``pointing_dec_deg`` keyword (else the phase centre's).
     mid_mjd : midpoint of the first and last TIME, MJD (UTC).
     n_antennas : antennas appearing in the cross-correlation rows read.
     integration_s : median INTERVAL, seconds.
@@ -68,6 +70,7 @@ class ImagingData:
     integration_s: float
     channel_width_hz: float
     column: str = "DATA"
+    pointing_dec_deg: float | None = None
 
     @property
     def n_vis(self) -> int:
@@ -136,6 +139,8 @@ def read_imaging_data(ms_path: Path, *, column: str = "CORRECTED_DATA") -> Imagi
     with table(str(ms / "FIELD"), ack=False) as f:
         ra, dec = (float(np.degrees(x)) for x in f.getcol("PHASE_DIR")[0, 0])
     with table(str(ms), ack=False) as t:
+        extra = t.getkeywords().get("pyuvdata_extra", {}) or {}
+        pointing_dec = float(extra.get("pointing_dec_deg", dec))
         names = t.colnames()
         col = column if column in names else "DATA"
         if col not in names:
@@ -188,4 +193,4 @@ def read_imaging_data(ms_path: Path, *, column: str = "CORRECTED_DATA") -> Imagi
         uvw=uvw, freq=freq, vis=vis, weight=wgt, ra_deg=ra % 360.0, dec_deg=dec,
         mid_mjd=float(0.5 * (time_s.min() + time_s.max()) / 86400.0),
         n_antennas=int(used.size), integration_s=interval, channel_width_hz=width,
-        column=col)
+        column=col, pointing_dec_deg=pointing_dec)

@@ -144,7 +144,8 @@ def image_ms(ms_path: Path, out_dir: Path, *, name: str, config: ImagingConfig =
         ra_deg=data.ra_deg, dec_deg=data.dec_deg, npix=npix, cell_rad=cell, freq_hz=ref_freq,
         bandwidth_hz=float(data.freq.max() - data.freq.min() + data.channel_width_hz),
         start_mjd=float(times.min() - half_int), mid_mjd=data.mid_mjd, object_name=name)
-    pb = drift_scan_beam(times_mjd=times, dec_deg=data.dec_deg, freq_hz=data.freq,
+    pointing_dec = data.dec_deg if data.pointing_dec_deg is None else data.pointing_dec_deg
+    pb = drift_scan_beam(times_mjd=times, dec_deg=pointing_dec, freq_hz=data.freq,
                          freq_weight=chan_w)
     pb_img = pb.image(npix=npix, cell_rad=cell, ra0_deg=data.ra_deg, dec0_deg=data.dec_deg)
     host = cpu_backend()

@@ -24,6 +24,7 @@ from pipeline.photometry.forced import (
     fit_in_chunks,
     pb_at,
     rms_map,
+    to_pixels,
 )
 
 
@@ -148,6 +149,48 @@ def sidelobes(islands: Islands, bright_ra_deg: np.ndarray, bright_dec_deg: np.nd
     return out
 
 
+def psf_sidelobes(islands: Islands, image: SkyImage, psf: np.ndarray,
+                  bright_ra_deg: np.ndarray, bright_dec_deg: np.ndarray,
+                  bright_apparent_jy: np.ndarray, *, fraction: float,
+                  radius_deg: float) -> np.ndarray:
+    """Mask of islands that ``fraction`` of a known source's dirty sidelobes could explain.
+
+    psf : (ny, nx) the image's point-spread function, peak 1 at its brightest pixel. At
+    an island's offset from each known source within ``radius_deg`` the PSF envelope
+    (its largest |value| within a beam of that offset) times the source's apparent flux
+    is the sidelobe CLEAN had to remove; calibration and deconvolution errors leave a
+    share of it (a sparse array's snapshot PSF has 20-40 % sidelobes along N–S and E–W
+    lines, so its streaks reach several per cent of a bright source). Fluxes compared
+    are apparent, as for :func:`sidelobes`.
+    """
+    out = np.zeros(len(islands), bool)
+    strong = np.flatnonzero(np.nan_to_num(np.asarray(bright_apparent_jy, float)) > 0)
+    if len(islands) == 0 or strong.size == 0 or psf is None:
+        return out
+    size = 2 * max(1, int(math.ceil(image.bmaj_px))) + 1
+    env = ndimage.maximum_filter(np.abs(np.nan_to_num(np.asarray(psf, np.float32))), size=size)
+    ny, nx = env.shape
+    cy, cx = np.unravel_index(int(np.nanargmax(psf)), psf.shape)
+    env = env / max(float(env[cy, cx]), 1e-12)
+    ra = np.asarray(bright_ra_deg, float)[strong]
+    dec = np.asarray(bright_dec_deg, float)[strong]
+    flux = np.asarray(bright_apparent_jy, float)[strong]
+    kx, ky = to_pixels(image, ra, dec)
+    tree = cKDTree(_unit_vectors(ra, dec))
+    chord = 2.0 * math.sin(math.radians(radius_deg) / 2.0)
+    apparent = islands.flux_jy * islands.pb
+    for i, near in enumerate(tree.query_ball_point(
+            _unit_vectors(islands.ra_deg, islands.dec_deg), r=chord)):
+        if not near:
+            continue
+        ix = np.rint(cx + islands.x[i] - kx[near]).astype(int)
+        iy = np.rint(cy + islands.y[i] - ky[near]).astype(int)
+        ok = (ix >= 0) & (ix < nx) & (iy >= 0) & (iy < ny)
+        lobe = np.where(ok, env[np.clip(iy, 0, ny - 1), np.clip(ix, 0, nx - 1)], 0.0)
+        out[i] = bool(np.any(apparent[i] < fraction * lobe * flux[near]))
+    return out
+
+
 def crowded(cands: Islands, islands: Islands, *, radius_deg: float,
             neighbours: int) -> np.ndarray:
     """Mask of candidates with at least ``neighbours`` other islands within ``radius_deg``."""
@@ -163,12 +206,14 @@ def crowded(cands: Islands, islands: Islands, *, radius_deg: float,
 def new_source_candidates(image: SkyImage, known_ra_deg: np.ndarray,
                           known_dec_deg: np.ndarray, *, config: PhotometryConfig | None = None,
                           residual: np.ndarray | None = None, pbcor: np.ndarray | None = None,
-                          known_apparent_jy: np.ndarray | None = None) -> tuple[Islands, int]:
+                          known_apparent_jy: np.ndarray | None = None,
+                          psf: np.ndarray | None = None) -> tuple[Islands, int]:
     """(islands no known source explains, number of islands found in all).
 
     A candidate must also pass the threshold in its beam fit (an island of a few noisy
     pixels can pass it pixel-wise and not as a source), and not be a sidelobe of a known
-    source whose apparent flux in this image is ``known_apparent_jy`` (NaN: unmeasured).
+    source whose apparent flux in this image is ``known_apparent_jy`` (NaN: unmeasured),
+    by a fixed fraction and, given the image's ``psf``, by that source's own sidelobes.
     """
     config = config or PhotometryConfig()
     islands = find_islands(image, config=config, residual=residual, pbcor=pbcor)
@@ -183,6 +228,10 @@ def new_source_candidates(image: SkyImage, known_ra_deg: np.ndarray,
         keep &= ~sidelobes(cands, known_ra_deg, known_dec_deg, flux,
                            fraction=config.sidelobe_fraction,
                            radius_deg=config.sidelobe_radius_deg)
+        if psf is not None:
+            keep &= ~psf_sidelobes(cands, image, psf, known_ra_deg, known_dec_deg, flux,
+                                   fraction=config.psf_sidelobe_fraction,
+                                   radius_deg=config.sidelobe_radius_deg)
     return cands.take(np.flatnonzero(keep)), len(islands)
 
 

@@ -51,6 +51,10 @@ class PhotometryConfig:
     # sidelobe_radius_deg of it is taken for a sidelobe (a drift scan's N–S streaks).
     sidelobe_fraction: float = 0.005
     sidelobe_radius_deg: float = 2.0
+    # ...or fainter than this share of the known source's own dirty sidelobe at the
+    # candidate's offset (the PSF's envelope there): what CLEAN and calibration errors
+    # leave of it. A snapshot of a sparse array has 20-40 % sidelobes.
+    psf_sidelobe_fraction: float = 0.1
     # A candidate with this many other islands within artefact_radius_fwhm BMAJs is part
     # of a streak or ring of artefacts; real new sources stand alone at this density.
     artefact_neighbours: int = 3

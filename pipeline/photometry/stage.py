@@ -131,6 +131,7 @@ def measure_image(image: dict, sources: pd.DataFrame, *, config: PhotometryConfi
     sky = read_image(image["path"])
     residual = _companion(image.get("residual_path"), sky, "residual")
     pbcor = _companion(image.get("pbcor_path"), sky, "PB-corrected")
+    psf = _companion(image.get("psf_path"), sky, "PSF")
     t_read = time.perf_counter()
     ra = sources["ra_deg"].to_numpy(float)
     dec = sources["dec_deg"].to_numpy(float)
@@ -141,7 +142,8 @@ def measure_image(image: dict, sources: pd.DataFrame, *, config: PhotometryConfi
     apparent = np.full(ra.size, np.nan)
     apparent[forced.index] = forced.flux_jy * forced.pb
     cands, n_islands = new_source_candidates(sky, ra, dec, config=config, residual=residual,
-                                             pbcor=pbcor, known_apparent_jy=apparent)
+                                             pbcor=pbcor, known_apparent_jy=apparent,
+                                             psf=psf)
     t_detect = time.perf_counter()
     rows = pd.DataFrame({
         "source_id": sources["id"].to_numpy(np.int64)[forced.index],

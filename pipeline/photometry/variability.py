@@ -32,6 +32,7 @@ class Metrics:
     v: float
     vs_max: float
     m_max: float
+    max_snr: float = float("inf")
 
 
 def weighted_mean(flux: np.ndarray, err: np.ndarray) -> float:
@@ -86,11 +87,34 @@ def metrics(flux: np.ndarray, err: np.ndarray, *,
     thresholds = thresholds or VariabilityThresholds()
     vs_max, m_max = max_pair(flux, err, m_threshold=thresholds.m)
     return Metrics(n_meas=int(np.size(flux)), wmean_jy=weighted_mean(flux, err),
-                   eta=eta(flux, err), v=v_index(flux), vs_max=vs_max, m_max=m_max)
+                   eta=eta(flux, err), v=v_index(flux), vs_max=vs_max, m_max=m_max,
+                   max_snr=float(np.max(np.asarray(flux, float) / np.asarray(err, float))))
+
+
+def flag_variable(n_meas, eta_, v, vs_max, m_max, max_snr=None, *,
+                  thresholds: VariabilityThresholds | None = None) -> np.ndarray:
+    """(n,) bool: which lightcurves are variable, from their metrics (arrays of (n,)).
+
+    η (above the threshold for its N, see ``VariabilityThresholds.eta_threshold``) with V,
+    or a pair with |Vs| ≥ vs and |m| > m; fewer than ``min_meas`` points, or none reaching
+    ``min_snr`` (``max_snr``: the best SNR of each lightcurve; None: not checked), are not
+    judged.
+    The store applies this same function to the metrics its SQL computes.
+    """
+    t = thresholds or VariabilityThresholds()
+    n = np.asarray(n_meas, float)
+    e, vv = np.asarray(eta_, float), np.asarray(v, float)
+    vs, m = np.nan_to_num(np.asarray(vs_max, float)), np.nan_to_num(np.asarray(m_max, float))
+    with np.errstate(invalid="ignore"):
+        both = np.isfinite(e) & np.isfinite(vv) & (e > t.eta_threshold(n)) & (vv > t.v)
+        pair = (vs >= t.vs) & (m > t.m)
+    judged = n >= t.min_meas
+    if max_snr is not None:
+        judged &= np.nan_to_num(np.asarray(max_snr, float), nan=-np.inf) >= t.min_snr
+    return judged & (both | pair)
 
 
 def is_variable(m: Metrics, thresholds: VariabilityThresholds | None = None) -> bool:
-    """Whether η and V both exceed their thresholds, or a pair has |Vs| ≥ vs with |m| > m."""
-    t = thresholds or VariabilityThresholds()
-    both = bool(np.isfinite(m.eta) and np.isfinite(m.v) and m.eta > t.eta and m.v > t.v)
-    return both or (m.vs_max >= t.vs and m.m_max > t.m)
+    """Whether one lightcurve's metrics flag it (see :func:`flag_variable`)."""
+    return bool(flag_variable([m.n_meas], [m.eta], [m.v], [m.vs_max], [m.m_max], [m.max_snr],
+                              thresholds=thresholds)[0])
