@@ -24,7 +24,7 @@ import numpy as np
 from casacore.tables import table
 from pyuvdata import UVData
 
-from pipeline.errors import ContimgError
+from pipeline.errors import ObservationError
 from pipeline.ms_writer import write_ms_blocks
 from pipeline.phasing import meridian_icrs_deg, mid_jd, pointing_dec_deg, use_bundled_iers
 from pipeline.runner import StageContext, StageResult
@@ -39,12 +39,8 @@ from pipeline.uvh5_group import (
 log = logging.getLogger(__name__)
 Progress = Callable[[float], None]
 
-class ConversionError(ContimgError):
+class ConversionError(ObservationError):
     """An observation's subband files cannot become a Measurement Set."""
-
-    def __init__(self, obs_id: str, problem: str):
-        super().__init__(f"observation {obs_id}: {problem}")
-        self.obs_id = obs_id
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -9,6 +9,14 @@ class ContimgError(Exception):
     """Base of every error contimg reports to a user as one line."""
 
 
+class ObservationError(ContimgError):
+    """Something about one observation, named by its id: what each stage raises."""
+
+    def __init__(self, obs_id: str, problem: str):
+        super().__init__(f"observation {obs_id}: {problem}")
+        self.obs_id = obs_id
+
+
 class HomeError(ContimgError):
     """The runtime home cannot be used."""
 

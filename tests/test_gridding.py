@@ -218,7 +218,8 @@ def test_reader_gives_stokes_i_that_images_3c48_where_it_is(sim_ms, tmp_path):
     assert d.n_antennas == 12 and d.uvw.shape[0] == 12 * 11 // 2 * 24
     assert d.freq.size == 32 and d.channel_width_hz == pytest.approx(5.859375e6)
     assert d.integration_s == pytest.approx(12.884901888)
-    assert 61000 < d.mid_mjd < 62000 and d.dec_deg == pytest.approx(33.15975, abs=0.01)  # the ICRS meridian through 3C48
+    # the phase centre: the ICRS meridian through 3C48
+    assert 61000 < d.mid_mjd < 62000 and d.dec_deg == pytest.approx(33.15975, abs=0.01)
     with table(str(sim_ms), ack=False) as t:
         raw = t.getcol("DATA")
         a1, a2 = t.getcol("ANTENNA1"), t.getcol("ANTENNA2")

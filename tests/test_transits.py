@@ -5,7 +5,6 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 
 import pytest
-
 from astropy import units as u
 from astropy.coordinates import TETE, SkyCoord
 from astropy.time import Time

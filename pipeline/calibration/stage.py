@@ -34,7 +34,7 @@ from pipeline.calibration.registry import (
     select_caltables,
     validity_window,
 )
-from pipeline.errors import ContimgError
+from pipeline.errors import ObservationError
 from pipeline.runner import StageContext, StageResult, StageWait
 from pipeline.store import Observation, Store
 
@@ -47,12 +47,8 @@ DEFAULT_CONFIG = CalibrationConfig()
 _UNSAFE = re.compile(r"[^A-Za-z0-9._-]")
 
 
-class CalibrationInputError(ContimgError):
+class CalibrationInputError(ObservationError):
     """An observation reached the calibrate stage without what it needs."""
-
-    def __init__(self, obs_id: str, problem: str):
-        super().__init__(f"observation {obs_id}: {problem}")
-        self.obs_id = obs_id
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -25,7 +25,7 @@ from typing import Any
 import numpy as np
 
 from pipeline.backend import Backend, cpu_backend, get_backend
-from pipeline.errors import ContimgError
+from pipeline.errors import ObservationError
 from pipeline.imaging.beam import Beam, fit_beam, restore
 from pipeline.imaging.clean import CleanResult, NothingToImage, clean
 from pipeline.imaging.config import ImagingConfig
@@ -42,12 +42,8 @@ DEFAULT_CONFIG = ImagingConfig()
 _UNSAFE = re.compile(r"[^A-Za-z0-9._-]")
 
 
-class ImagingInputError(ContimgError):
+class ImagingInputError(ObservationError):
     """An observation reached the image stage without what it needs."""
-
-    def __init__(self, obs_id: str, problem: str):
-        super().__init__(f"observation {obs_id}: {problem}")
-        self.obs_id = obs_id
 
 
 @dataclass(frozen=True, kw_only=True)

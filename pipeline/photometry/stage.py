@@ -24,7 +24,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from pipeline.errors import ContimgError
+from pipeline.errors import ObservationError
 from pipeline.photometry.catalog_seed import seed_catalog
 from pipeline.photometry.detect import new_source_candidates
 from pipeline.photometry.forced import (
@@ -49,12 +49,8 @@ RESORT_EVERY_S = 86_400.0
 FALLBACK_FIELD_RADIUS_DEG = 5.0
 
 
-class MeasureInputError(ContimgError):
+class MeasureInputError(ObservationError):
     """An observation reached the measure stage without what it needs."""
-
-    def __init__(self, obs_id: str, problem: str):
-        super().__init__(f"observation {obs_id}: {problem}")
-        self.obs_id = obs_id
 
 
 @dataclass(frozen=True, kw_only=True)
