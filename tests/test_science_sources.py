@@ -53,10 +53,6 @@ def test_every_injected_variable_and_the_transient_is_flagged(science):
         assert row["flagged"], f"{name}: not flagged ({row})"
 
 
-@pytest.mark.xfail(reason="at this scale 1.13 % (8 of 707) of steady sources are flagged, "
-                   "all 3-point lightcurves of faint sources hit by artefacts; the "
-                   "24-antenna benchmark (5 mJy floor, 3 cells/beam) flags 0.19 %",
-                   strict=False)
 def test_at_most_one_percent_of_steady_sources_are_flagged(science):
     _, summary = science
     steady = summary["steady"]
