@@ -60,31 +60,15 @@ def registry_for(imaging: ImagingConfig, *, settle_s: float = 1.0,
 
     ``wrap(name, fn)`` may replace each stage function (a benchmark times them so).
     """
-    from pipeline.calibration.stage import (  # noqa: PLC0415
-        calibrate_stage,
-        prepare_calibrate,
-        record_calibrate,
-    )
-    from pipeline.convert import convert_stage  # noqa: PLC0415
-    from pipeline.imaging.stage import image_stage, record_image, stage_inputs  # noqa: PLC0415
-    from pipeline.ingest import IngestConfig, Ingester  # noqa: PLC0415
-    from pipeline.photometry.stage import (  # noqa: PLC0415
-        measure_stage,
-        prepare_measure,
-        record_measure,
-    )
+    from pipeline.ingest import IngestConfig  # noqa: PLC0415
+    from pipeline.settings import Settings  # noqa: PLC0415
+    from pipeline.stages import default_registry  # noqa: PLC0415
 
-    w = wrap or (lambda name, fn: fn)
-    registry = StageRegistry()
-    registry.register_task("ingest", Ingester(config=IngestConfig(settle_s=settle_s)).scan,
-                           every_s=30.0)
-    registry.register_stage("convert", w("convert", convert_stage))
-    registry.register_stage("calibrate", w("calibrate", calibrate_stage), prepare=prepare_calibrate,
-                            record=record_calibrate)
-    registry.register_stage("image", w("image", image_stage), prepare=stage_inputs(imaging),
-                            record=record_image)
-    registry.register_stage("measure", w("measure", measure_stage), prepare=prepare_measure,
-                            record=record_measure)
+    registry = default_registry(Settings(imaging=imaging,
+                                         ingest=IngestConfig(settle_s=settle_s)))
+    if wrap is not None:
+        for name, fn in list(registry.stages.items()):
+            registry.stages[name] = wrap(name, fn)
     return registry
 
 
