@@ -52,8 +52,20 @@ run: install
 	$(VENV)/bin/contimg simulate --home $(HOME_DIR) --if-empty $(DEMO)
 	$(VENV)/bin/contimg serve --home $(HOME_DIR) --port $(PORT)
 
+# A run that dies in C code prints the test it was in and the crashing thread's stack
+# (tests/conftest.py writes them to $(CRASH_LOG)); a CI log shows only its tail.
+CRASH_LOG := .pytest-crash.log
+
 test: install-test
-	$(PY) -m pytest -q
+	@rm -f $(CRASH_LOG)
+	@CONTIMG_CRASH_LOG=$(CRASH_LOG) $(PY) -m pytest -q || { status=$$?; \
+	  if grep -q "^Fatal Python error" $(CRASH_LOG) 2>/dev/null; then \
+	    echo "--- pytest died in C code; from $(CRASH_LOG):"; \
+	    sed -n '1,3p;/^Current thread/,/^$$/p' $(CRASH_LOG) | head -c 5000; \
+	    echo "--- every thread's innermost frames:"; \
+	    awk '/^(Thread|Current thread) /{print; n=2; next} n>0{print; n--}' $(CRASH_LOG) \
+	      | head -c 3000; fi; \
+	  exit $$status; }
 
 bench: install-test
 	$(PY) benchmarks/run_all.py

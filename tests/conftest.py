@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import faulthandler
 import os
 import socket
 import subprocess
@@ -14,6 +15,7 @@ from pathlib import Path
 
 import pytest
 
+from pipeline.blas import single_threaded_blas
 from pipeline.home import Home
 from pipeline.settings import write_settings_file
 from pipeline.store import Store
@@ -23,6 +25,33 @@ CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-
                  "--disable-background-networking", "--disable-component-update",
                  "--disable-sync"]
 T0 = datetime(2026, 11, 23, 12, 0, 0)
+
+
+#: Where a run that dies in C code (abort, segfault) leaves the test it was in and every
+#: thread's stack; `make test` prints that test and the crashing thread from it. The
+#: whole dump (all threads, then 5 kB of extension modules) is longer than the tail of a
+#: CI log, which is all that shows otherwise.
+CRASH_LOG_ENV = "CONTIMG_CRASH_LOG"
+CRASH_LOG_KEY = pytest.StashKey()
+
+
+@pytest.hookimpl(trylast=True)  # after pytest's faulthandler plugin, so this one holds
+def pytest_configure(config: pytest.Config) -> None:
+    single_threaded_blas()  # as contimg's processes run (pipeline/blas.py)
+    path = os.environ.get(CRASH_LOG_ENV)
+    if path:
+        log = open(path, "w")  # noqa: SIM115 — open until the process ends
+        config.stash[CRASH_LOG_KEY] = log
+        faulthandler.enable(file=log, all_threads=True)
+
+
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    log = item.config.stash.get(CRASH_LOG_KEY, None)
+    if log is not None:
+        log.seek(0)
+        log.truncate()
+        log.write(f"in {item.nodeid}\n")
+        log.flush()
 
 
 #: Imaging settings for tests whose observations must be imaged but where imaging is not

@@ -192,11 +192,11 @@ def test_chosen_observation_is_marked_with_its_selection(served, page):
     # Newest observation (T0 + 12.5 min): only the accepted 3C48 at −6 h is valid then
     # (the +18 h one starts at +6 h; the +2 h 3C147 failed QA).
     expect(info).to_contain_text("single · #3 × 1.00")
-    line = page.evaluate("() => window.Bokeh.documents[0].get_model_by_name("
-                         "'observation-line').visible")
-    assert line is True
+    # the line is a Bokeh model and the text a Panel pane: their patches may reach the
+    # browser in either order, so each is waited for, not read once
+    line_visible = ("(want) => window.Bokeh.documents[0].get_model_by_name("
+                    "'observation-line').visible === want")
+    page.wait_for_function(line_visible, arg=True, timeout=10_000)
     page.locator(".observation-select select").select_option("(none)")
     expect(info).to_contain_text("No observation chosen")
-    visible = page.evaluate("() => window.Bokeh.documents[0].get_model_by_name("
-                            "'observation-line').visible")
-    assert visible is False
+    page.wait_for_function(line_visible, arg=False, timeout=10_000)

@@ -74,8 +74,9 @@ def _take_antennas(arr: np.ndarray, idx: np.ndarray, axis: int) -> np.ndarray:
 
 
 def interpolate_gains(sol: CalSolutions, times: np.ndarray) -> np.ndarray:
-    """(ntime_out, n_ant, npol) complex128 gains of a G table at ``times`` (MJD s), NaN
-    where flagged. See the module docstring for the rules.
+    """(ntime_out, n_ant, npol) complex128 gains of a G table at ``times`` (MJD s).
+
+    NaN where flagged. See the module docstring for the rules.
     """
     g = sol.masked()[:, :, 0, :]                                         # (nt, a, p)
     ts = np.asarray(sol.times, float)

@@ -320,12 +320,12 @@ def averaged_model(xyz, ant1, ant2, *, lmn, pointing, freqs, offsets, flux,
         # pointing's own phase add up to their phases relative to the phase centre,
         # one DFT (the per-row complex exponential of the pointing's phase cost more
         # than the prediction itself at 4656 baselines x 768 channels)
-        return _predict_single_threaded(xyz, ant1, ant2, lmn - centre,
+        return _predict_dft(xyz, ant1, ant2, lmn - centre,
                                         freqs + offsets[0], flux, dtype=dtype, out=out)
     # delay-tracked to the pointing, as the correlator averages: phases relative to
     # the pointing over the native channels, the pointing's own phase put back after
     fine = (freqs[:, None] + offsets[None, :]).ravel()
-    vis = _predict_single_threaded(xyz, ant1, ant2, lmn - pointing, fine, flux,
+    vis = _predict_dft(xyz, ant1, ant2, lmn - pointing, fine, flux,
                                    dtype=np.complex64)
     vis = vis.reshape(len(ant1), len(freqs), n_native).mean(axis=2, dtype=np.complex128)
     # exp(2 pi i uvw.(p - centre) nu / c) factorised per antenna (uvw = xyz[2] - xyz[1])
@@ -338,21 +338,16 @@ def averaged_model(xyz, ant1, ant2, *, lmn, pointing, freqs, offsets, flux,
     return vis.astype(dtype)
 
 
-def _predict_single_threaded(xyz, ant1, ant2, rel, freqs, flux, *, dtype, out=None):
-    """predict()'s per-antenna DFT with BLAS on one thread.
+def _predict_dft(xyz, ant1, ant2, rel, freqs, flux, *, dtype, out=None):
+    """predict()'s per-antenna DFT in channel blocks of 64.
 
     The factorised DFT is one (nant x nsrc) @ (nsrc x nant) GEMM per channel: 18 k small
-    GEMMs for a 768-channel, 24-integration chunk. Threaded, each one spins up and
-    synchronises OpenBLAS's threads; on a 2-core machine where anything else runs that
-    costs 10-20x (measured: 0.08 s per integration on one thread, 1.4-2 s threaded
-    beside other work, the same GEMMs).
+    GEMMs for a 768-channel, 24-integration chunk, which is why the process runs BLAS on
+    one thread (pipeline/blas.py).
     """
-    from threadpoolctl import threadpool_limits  # noqa: PLC0415
-
     src = PointSources(l=rel[:, 0], m=rel[:, 1], w_coeff=rel[:, 2], flux=flux)
-    with threadpool_limits(limits=1, user_api="blas"):
-        return predict(None, freqs, src, antennas=(xyz, ant1, ant2), dtype=dtype,
-                       chan_block=64, **({} if out is None else {"out": out}))
+    return predict(None, freqs, src, antennas=(xyz, ant1, ant2), dtype=dtype,
+                   chan_block=64, **({} if out is None else {"out": out}))
 
 
 def calibrator_in_beam(ms: Path, *, max_offset_deg: float = 1.0,

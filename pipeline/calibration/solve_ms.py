@@ -103,19 +103,10 @@ def solve_calibrator_ms(ms: Path, *, calibrator: str, out_dir: Path, refant: str
     field_catalog, use_field
         Catalog of field sources for the model (default data/catalog.csv); use_field
         False models the calibrator alone.
+
+    The BLAS work here is many small products: run it with pipeline.blas's
+    single_threaded_blas() in effect (contimg's entry points set it).
     """
-    from threadpoolctl import threadpool_limits  # noqa: PLC0415
-
-    # Many small BLAS calls (the model's GEMMs, the solver's batched products): threaded
-    # OpenBLAS costs 10-20x when another process or this one's model thread runs beside.
-    with threadpool_limits(limits=1, user_api="blas"):
-        return _solve(ms, calibrator=calibrator, out_dir=out_dir, refant=refant,
-                      progress=progress, backend=backend, n_sigma=n_sigma,
-                      field_catalog=field_catalog, use_field=use_field, overwrite=overwrite)
-
-
-def _solve(ms, *, calibrator, out_dir, refant, progress, backend, n_sigma, field_catalog,
-           use_field, overwrite) -> SolveResult:
     from pipeline.backend import get_backend  # noqa: PLC0415
     from pipeline.calibration.model import DEFAULT_CATALOG  # noqa: PLC0415
 
