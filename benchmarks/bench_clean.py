@@ -166,6 +166,8 @@ def main() -> None:
     parser.add_argument("--npix", type=int, help="override the derived image size")
     parser.add_argument("--niter", type=int, default=1000)
     parser.add_argument("--backend", choices=("cpu", "gpu", "both"), default="both")
+    parser.add_argument("--epsilon", type=float, help="gridder accuracy (default: the "
+                        "pipeline's ImagingConfig.epsilon)")
     args = parser.parse_args()
 
     from pipeline.backend import gpu_status
@@ -177,7 +179,8 @@ def main() -> None:
     try:
         ms = make_ms(home)
         truth = load_truth(next(home.glob("incoming/truth/*.json")))
-        config = ImagingConfig(npix=args.npix, niter=args.niter)
+        config = ImagingConfig(npix=args.npix, niter=args.niter,
+                               **({"epsilon": args.epsilon} if args.epsilon else {}))
         out = Path(tempfile.mkdtemp(prefix="bench-clean-out-", dir=home.parent))
         names = ["cpu", "gpu"] if args.backend == "both" else [args.backend]
         for name in names:
