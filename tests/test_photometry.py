@@ -295,3 +295,30 @@ def test_an_island_on_a_psf_sidelobe_of_a_known_source_is_not_new(tmp_path):
     kept, _ = new_source_candidates(image, [ra_b], [dec_b], residual=residual,
                                     known_apparent_jy=apparent, psf=psf)
     assert len(kept) == 1 and abs(kept.x[0] - 160.3) < 0.5
+
+
+def test_islands_in_a_row_or_column_with_a_brighter_one_are_a_streak():
+    from pipeline.photometry.detect import Islands, streaks
+
+    def islands(xy_flux):
+        xy_flux = np.asarray(xy_flux, float)
+        n = len(xy_flux)
+        one = np.ones(n)
+        return Islands(ra_deg=xy_flux[:, 0], dec_deg=xy_flux[:, 1], x=xy_flux[:, 0],
+                       y=xy_flux[:, 1], peak_jy_beam=xy_flux[:, 2], flux_jy=xy_flux[:, 2],
+                       flux_err_jy=0.1 * one, snr=10 * one, local_rms_jy=0.01 * one, pb=one,
+                       n_pixels=np.full(n, 5))
+
+    bright = [500.0, 500.0, 1.0]
+    row = [[500.0 + dx, 500.4, 0.02] for dx in (-300, -120, 80, 210, 400)]   # E–W streak
+    column = [[499.7, 500.0 + dy, 0.02] for dy in (-250, 90, 260)]           # only 3 others
+    lone = [[800.0, 200.0, 0.02]]
+    every = islands([bright, *row, *column, *lone])
+    veto = streaks(every, every, half_width_px=2.0, length_px=1000.0, members=4)
+    assert not veto[0]                      # the streak's source is the brightest on it
+    assert veto[1:6].all()                  # each row member has 4 others and the source
+    assert not veto[6:9].any()              # a column of 3 + the source is too short
+    assert not veto[9]                      # alone
+    # no brighter island on the line: a row of equals is not a streak of anything
+    equals = islands([[100.0 + 50 * k, 300.0, 0.05] for k in range(6)])
+    assert not streaks(equals, equals, half_width_px=2.0, length_px=1000.0, members=4).any()

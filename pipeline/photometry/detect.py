@@ -153,7 +153,10 @@ def psf_sidelobes(islands: Islands, image: SkyImage, psf: np.ndarray,
                   bright_ra_deg: np.ndarray, bright_dec_deg: np.ndarray,
                   bright_apparent_jy: np.ndarray, *, fraction: float,
                   radius_deg: float) -> np.ndarray:
-    """Mask of islands that ``fraction`` of a known source's dirty sidelobes could explain.
+    """Mask of islands that ``fraction`` of a brighter source's dirty sidelobes could explain.
+
+    The sources are the known ones and the image's other islands; one within a beam of
+    the island is the island itself (or its match) and is skipped.
 
     psf : (ny, nx) the image's point-spread function, peak 1 at its brightest pixel. At
     an island's offset from each known source within ``radius_deg`` the PSF envelope
@@ -179,9 +182,12 @@ def psf_sidelobes(islands: Islands, image: SkyImage, psf: np.ndarray,
     tree = cKDTree(_unit_vectors(ra, dec))
     chord = 2.0 * math.sin(math.radians(radius_deg) / 2.0)
     apparent = islands.flux_jy * islands.pb
+    own = image.bmaj_px    # within a beam: the island itself (or its match), no sidelobe
     for i, near in enumerate(tree.query_ball_point(
             _unit_vectors(islands.ra_deg, islands.dec_deg), r=chord)):
-        if not near:
+        near = np.asarray(near, dtype=np.int64)
+        near = near[np.hypot(islands.x[i] - kx[near], islands.y[i] - ky[near]) > own]
+        if not near.size:
             continue
         ix = np.rint(cx + islands.x[i] - kx[near]).astype(int)
         iy = np.rint(cy + islands.y[i] - ky[near]).astype(int)
@@ -203,6 +209,30 @@ def crowded(cands: Islands, islands: Islands, *, radius_deg: float,
     return np.asarray(counts) - 1 >= neighbours     # the candidate is among the islands
 
 
+def streaks(cands: Islands, islands: Islands, *, half_width_px: float, length_px: float,
+            members: int) -> np.ndarray:
+    """Mask of candidates on a streak of islands along their image row or column.
+
+    A streak: ≥ ``members`` other islands on the line, one of them brighter than the
+    candidate (the streak's source is the brightest on it, not a member). On the row: |Δy| ≤ ``half_width_px`` and |Δx| ≤ ``length_px``; on the column the
+    same with x and y swapped (pixel axes along RA and Dec). Brightness is apparent.
+    """
+    out = np.zeros(len(cands), bool)
+    if len(cands) == 0 or len(islands) <= members:
+        return out
+    apparent = islands.flux_jy * islands.pb
+    for i in range(len(cands)):
+        dx = np.abs(islands.x - cands.x[i])
+        dy = np.abs(islands.y - cands.y[i])
+        itself = (dx <= half_width_px) & (dy <= half_width_px)
+        mine = cands.flux_jy[i] * cands.pb[i]
+        for line in ((dy <= half_width_px) & (dx <= length_px) & ~itself,
+                     (dx <= half_width_px) & (dy <= length_px) & ~itself):
+            if int(line.sum()) >= members and float(apparent[line].max()) > mine:
+                out[i] = True
+    return out
+
+
 def new_source_candidates(image: SkyImage, known_ra_deg: np.ndarray,
                           known_dec_deg: np.ndarray, *, config: PhotometryConfig | None = None,
                           residual: np.ndarray | None = None, pbcor: np.ndarray | None = None,
@@ -222,14 +252,25 @@ def new_source_candidates(image: SkyImage, known_ra_deg: np.ndarray,
     cands = islands.take(unmatched(islands, known_ra_deg, known_dec_deg, radius_arcsec=radius))
     keep = (cands.snr >= config.detect_sigma) & ~crowded(
         cands, islands, radius_deg=config.artefact_radius_fwhm * image.bmaj_deg,
-        neighbours=config.artefact_neighbours)
+        neighbours=config.artefact_neighbours) & ~streaks(
+        cands, islands, half_width_px=0.5 * image.bmaj_px,
+        length_px=config.sidelobe_radius_deg / image.bmaj_deg * image.bmaj_px,
+        members=config.streak_members)
     if known_apparent_jy is not None:
         flux = np.nan_to_num(np.asarray(known_apparent_jy, float), nan=0.0)
         keep &= ~sidelobes(cands, known_ra_deg, known_dec_deg, flux,
                            fraction=config.sidelobe_fraction,
                            radius_deg=config.sidelobe_radius_deg)
         if psf is not None:
-            keep &= ~psf_sidelobes(cands, image, psf, known_ra_deg, known_dec_deg, flux,
+            # the image's own islands count too: a bright new source's sidelobes are no
+            # more new than a known one's (its N–S and E–W streaks were most of the
+            # candidates left in a full-array image with an uncatalogued 0.3 Jy source)
+            keep &= ~psf_sidelobes(cands, image, psf,
+                                   np.concatenate([np.asarray(known_ra_deg, float),
+                                                   islands.ra_deg]),
+                                   np.concatenate([np.asarray(known_dec_deg, float),
+                                                   islands.dec_deg]),
+                                   np.concatenate([flux, islands.flux_jy * islands.pb]),
                                    fraction=config.psf_sidelobe_fraction,
                                    radius_deg=config.sidelobe_radius_deg)
     return cands.take(np.flatnonzero(keep)), len(islands)

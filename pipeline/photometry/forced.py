@@ -65,6 +65,11 @@ class PhotometryConfig:
     # of a streak or ring of artefacts; real new sources stand alone at this density.
     artefact_neighbours: int = 3
     artefact_radius_fwhm: float = 10.0
+    # A candidate in a line of at least this many other islands along the image's rows or
+    # columns (within half a BMAJ of it across, sidelobe_radius_deg along) sits on an
+    # E–W or N–S streak: the sidelobe pattern of a T-shaped array, of whatever source
+    # made it. Four random islands so aligned are rare (~0.2 % at 40 islands per deg²).
+    streak_members: int = 4
 
     def __post_init__(self):
         if not 0.0 < self.pb_cutoff <= 1.0:
