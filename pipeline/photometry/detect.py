@@ -214,8 +214,9 @@ def streaks(cands: Islands, islands: Islands, *, half_width_px: float, length_px
     """Mask of candidates on a streak of islands along their image row or column.
 
     A streak: ≥ ``members`` other islands on the line, one of them brighter than the
-    candidate (the streak's source is the brightest on it, not a member). On the row: |Δy| ≤ ``half_width_px`` and |Δx| ≤ ``length_px``; on the column the
-    same with x and y swapped (pixel axes along RA and Dec). Brightness is apparent.
+    candidate (the streak's source is the brightest on it, not a member). On the row:
+    |Δy| ≤ ``half_width_px`` and |Δx| ≤ ``length_px``; on the column the same with x
+    and y swapped (pixel axes along RA and Dec). Brightness is apparent.
     """
     out = np.zeros(len(cands), bool)
     if len(cands) == 0 or len(islands) <= members:
