@@ -62,8 +62,9 @@ def robust_flags(amp, flags, *, n_sigma: float = 5.0, bad_channel_fraction: floa
 
     Parameters
     ----------
-    amp : (ntime, nbl, nchan, npol) float
-        Visibility amplitudes of cross-correlations (Jy or uncalibrated units).
+    amp : (ntime, nbl, nchan, npol) float or complex
+        Visibility amplitudes of cross-correlations (Jy or uncalibrated units), or the
+        complex visibilities themselves (their modulus is taken a block at a time).
     flags : same shape, bool
         Existing flags (never cleared).
     n_sigma : float
@@ -102,7 +103,9 @@ def _robust_flags(amp, flags, *, n_sigma, bad_channel_fraction, min_relative, sk
     step = max(1, _BLOCK_SAMPLES // max(1, ntime * nchan * npol))
     per_chan = xp.zeros(nchan, dtype=xp.int64)
     for b0 in range(0, nbl, step):
-        blk = _baseline_flags(xp.asarray(amp[:, b0:b0 + step], dtype=xp.float32),
+        part = amp[:, b0:b0 + step]
+        part = xp.abs(part) if part.dtype.kind == "c" else xp.asarray(part, dtype=xp.float32)
+        blk = _baseline_flags(part,
                               xp.asarray(flags[:, b0:b0 + step], dtype=bool),
                               n_sigma=n_sigma, min_relative=min_relative, xp=xp)
         if skip is not None and bool(skip[b0:b0 + step].any()):
@@ -433,12 +436,13 @@ def _flag_regular(data, flag, grid, a1, a2, *, n_sigma, bad_channel_fraction, be
     ntime, nbl = grid
     shape = (ntime, nbl) + data.shape[1:]
     auto = (a1[:nbl] == a2[:nbl])
-    amp = np.abs(data).reshape(shape)          # one pass, no gathered copy of DATA
+    # the visibilities as they are: robust_flags takes |V| a block of baselines at a
+    # time (a whole-chunk amplitude array is 670 MB of fresh pages)
+    vis = data.reshape(shape)
     old = flag.reshape(shape)
-    new = be.to_host(robust_flags(be.asarray(amp), be.asarray(old), n_sigma=n_sigma,
+    new = be.to_host(robust_flags(be.asarray(vis), be.asarray(old), n_sigma=n_sigma,
                                   bad_channel_fraction=bad_channel_fraction,
                                   skip=be.asarray(auto), xp=be.xp))
-    del amp
     cross = np.flatnonzero(~auto)
     per_row = int(np.prod(data.shape[1:]))
     n = max(ntime * cross.size * per_row, 1)
