@@ -108,8 +108,8 @@ def measure_weights(data, *, npix: int, pixsize: float):
 def measure_ducc0(data, wgt, *, npix: int, pixsize: float, do_w: bool,
                   epsilon: float = 1e-5):
     """ducc0 dirty image (the CPU path of gridding.vis2dirty); returns (Row, image)."""
-    from pipeline.backend import cpu_backend
-    from pipeline.imaging.gridding import cpu_threads, vis2dirty
+    from pipeline.backend import cpu_backend, cpu_threads
+    from pipeline.imaging.gridding import vis2dirty
     t0 = time.perf_counter()
     img = vis2dirty(uvw=data.uvw, freq=data.freq, vis=data.vis, wgt=wgt, npix=npix,
                     pixsize_rad=pixsize, do_wgridding=do_w, backend=cpu_backend(),
@@ -157,7 +157,7 @@ def measure_wsclean(ms: Path, column: str, *, npix: int, cell_arcsec: float,
     exe = shutil.which("wsclean")
     if exe is None:
         return Row(what="WSClean dirty", note="wsclean not installed")
-    from pipeline.imaging.gridding import cpu_threads
+    from pipeline.backend import cpu_threads
     cmd = [exe, "-quiet", "-size", str(npix), str(npix), "-scale", f"{cell_arcsec}asec",
            "-niter", "0", "-weight", "briggs", "0", "-data-column", column,
            "-j", str(cpu_threads()), "-name", str(work / "wsclean"), str(ms)]

@@ -9,6 +9,8 @@ fallback: an operator who asked for the GPU wants to know).
 from __future__ import annotations
 
 import os
+from collections.abc import Callable, Iterable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from types import ModuleType
 from typing import Any, Literal
@@ -43,6 +45,26 @@ class Backend:
     def to_host(self, a: Any) -> np.ndarray:
         """``a`` as a NumPy array (a device→host copy on the GPU)."""
         return a.get() if hasattr(a, "get") and self.name == "gpu" else np.asarray(a)
+
+
+def cpu_threads() -> int:
+    """Threads CPU work may use: the cores this process is allowed to run on."""
+    return max(1, len(os.sched_getaffinity(0)))
+
+
+def map_blocks(work: Callable[[Any], Any], blocks: Iterable, xp: Any) -> list:
+    """``[work(b) for b in blocks]``: on the CPU's cores in threads, on a GPU in order.
+
+    The blocks must write disjoint slices. NumPy releases the GIL in its loops, so the
+    CPU backend's block loops (calibration's passes over a chunk) use every core; CuPy
+    queues on one device, where threads gain nothing.
+    """
+    blocks = list(blocks)
+    workers = cpu_threads() if xp is np else 1
+    if workers == 1 or len(blocks) < 2:
+        return [work(b) for b in blocks]
+    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="blocks") as pool:
+        return list(pool.map(work, blocks))
 
 
 def gpu_status() -> tuple[bool, str]:

@@ -29,6 +29,8 @@ from typing import Any
 
 import numpy as np
 
+from pipeline.backend import map_blocks
+
 
 @dataclass(frozen=True, kw_only=True, eq=False)
 class BandpassPass:
@@ -84,7 +86,8 @@ def bandpass_pass(V, M, F, *, xp=np, block_bytes: int = BLOCK_BYTES) -> Bandpass
     Pt = xp.empty((ntime, nbl, npol), dtype=xp.float64)
     Nt = xp.empty((ntime, nbl, npol), dtype=xp.float64)
     any_flags = np.zeros(ntime, dtype=bool)
-    for blk in baseline_blocks(nbl, nchan, npol, block_bytes):
+
+    def one(blk: slice) -> None:
         nb = blk.stop - blk.start
         r = xp.zeros((nb, nchan, npol), dtype=xp.complex128)
         q = xp.zeros((nb, nchan), dtype=xp.float64)          # unflagged: one per pol
@@ -119,6 +122,8 @@ def bandpass_pass(V, M, F, *, xp=np, block_bytes: int = BLOCK_BYTES) -> Bandpass
         Q[blk] = q[:, :, None] - qf
         P[blk] = p
         N[blk] = ntime - nf
+
+    map_blocks(one, baseline_blocks(nbl, nchan, npol, block_bytes), xp)
     return BandpassPass(R=R, Q=Q, P=P, N=N, Pt=Pt, Nt=Nt, any_flags=any_flags)
 
 
@@ -144,7 +149,8 @@ def gain_sums(bp: BandpassPass, V, M, F, bb, *, xp=np, block_bytes: int = BLOCK_
     Q = xp.empty((ntime, nbl, npol), dtype=xp.float64)
     P = bp.Pt.copy()
     N = xp.empty((ntime, nbl, npol), dtype=xp.float64)
-    for blk in baseline_blocks(nbl, nchan, npol, block_bytes):
+
+    def one(blk: slice) -> None:
         bbk = bb[blk]
         bbc = xp.conj(bbk)
         u = bbk.real * bbk.real + bbk.imag * bbk.imag                   # |bb|^2
@@ -175,6 +181,8 @@ def gain_sums(bp: BandpassPass, V, M, F, bb, *, xp=np, block_bytes: int = BLOCK_
                 v2 *= v2
                 v2 = xp.where(holes & ~xp.asarray(F[k, blk]), v2, 0)
                 P[k, blk] -= xp.sum(v2, axis=1, dtype=xp.float64)
+
+    map_blocks(one, baseline_blocks(nbl, nchan, npol, block_bytes), xp)
     return R, Q, P, N
 
 
@@ -214,7 +222,8 @@ def apply_pass(V, M, F, bp: BandpassPass, hb, hg, *, out, out_flags, xp=np,
     ntime, nbl, nchan, npol = V.shape
     num = xp.empty((nbl, nchan, npol), dtype=xp.complex128)
     den = bp.Q.copy()
-    for blk in baseline_blocks(nbl, nchan, npol, block_bytes):
+
+    def one(blk: slice) -> None:
         hbk = hb[blk]
         bad_b = hbk == 0
         any_bad_b = bool(xp.any(bad_b))
@@ -248,6 +257,8 @@ def apply_pass(V, M, F, bp: BandpassPass, hb, hg, *, out, out_flags, xp=np,
         num[blk] = acc
         if any_bad_b:
             den[blk] = xp.where(bad_b, 0.0, den[blk])
+
+    map_blocks(one, baseline_blocks(nbl, nchan, npol, block_bytes), xp)
     return ApplyPass(flux_num=num, flux_den=den)
 
 

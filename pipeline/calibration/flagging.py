@@ -116,6 +116,7 @@ def _robust_flags(amp, flags, *, n_sigma, bad_channel_fraction, min_relative, sk
             blk_counted = blk
         out[:, b0:b0 + step] = blk
         # over the leading axes first: a reduction along the short last axis is slow
+        # (one thread: the calibrator model is being made on the other core meanwhile)
         per_chan += xp.count_nonzero(blk_counted, axis=(0, 1)).sum(axis=-1)
     # pass 3: whole channels
     n_counted = nbl - (int(xp.count_nonzero(skip)) if skip is not None else 0)

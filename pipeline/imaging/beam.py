@@ -118,7 +118,7 @@ def convolve(image: Any, kernel: Any, *, backend: Backend) -> Any:
     if backend.name == "cpu":
         import scipy.fft as fft  # noqa: PLC0415 — threaded and float32-native, unlike numpy's
 
-        from pipeline.imaging.gridding import cpu_threads  # noqa: PLC0415
+        from pipeline.backend import cpu_threads  # noqa: PLC0415
         kw = {"workers": cpu_threads()}
     else:
         fft, kw = xp.fft, {}

@@ -8,17 +8,11 @@ at the phase centre, and nothing is normalised (divide by the sum of weights you
 
 from __future__ import annotations
 
-import os
 from typing import Any
 
 import numpy as np
 
-from pipeline.backend import Backend
-
-
-def cpu_threads() -> int:
-    """Threads ducc0 may use: the cores this process is allowed to run on."""
-    return max(1, len(os.sched_getaffinity(0)))
+from pipeline.backend import Backend, cpu_threads
 
 
 def vis2dirty(*, uvw: Any, freq: Any, vis: Any, wgt: Any, npix: int, pixsize_rad: float,
