@@ -99,7 +99,8 @@ def _robust_flags(amp, flags, *, n_sigma, bad_channel_fraction, min_relative, sk
     out = xp.empty(amp.shape, dtype=bool)
     skip = None if skip is None or not bool(xp.any(xp.asarray(skip))) else xp.asarray(skip)
     # passes 1 and 2 judge each baseline by itself: blocks of baselines keep the
-    # temporaries in cache and the memory bounded whatever the size of the chunk
+    # temporaries in cache and the memory bounded whatever the size of the chunk; one
+    # thread, as the calibrator model is made on the other core meanwhile
     step = max(1, _BLOCK_SAMPLES // max(1, ntime * nchan * npol))
     per_chan = xp.zeros(nchan, dtype=xp.int64)
     for b0 in range(0, nbl, step):
@@ -116,7 +117,6 @@ def _robust_flags(amp, flags, *, n_sigma, bad_channel_fraction, min_relative, sk
             blk_counted = blk
         out[:, b0:b0 + step] = blk
         # over the leading axes first: a reduction along the short last axis is slow
-        # (one thread: the calibrator model is being made on the other core meanwhile)
         per_chan += xp.count_nonzero(blk_counted, axis=(0, 1)).sum(axis=-1)
     # pass 3: whole channels
     n_counted = nbl - (int(xp.count_nonzero(skip)) if skip is not None else 0)

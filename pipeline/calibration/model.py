@@ -320,13 +320,12 @@ def averaged_model(xyz, ant1, ant2, *, lmn, pointing, freqs, offsets, flux,
         # pointing's own phase add up to their phases relative to the phase centre,
         # one DFT (the per-row complex exponential of the pointing's phase cost more
         # than the prediction itself at 4656 baselines x 768 channels)
-        return _predict_dft(xyz, ant1, ant2, lmn - centre,
-                                        freqs + offsets[0], flux, dtype=dtype, out=out)
+        return _predict_dft(xyz, ant1, ant2, lmn - centre, freqs + offsets[0], flux,
+                            dtype=dtype, out=out)
     # delay-tracked to the pointing, as the correlator averages: phases relative to
     # the pointing over the native channels, the pointing's own phase put back after
     fine = (freqs[:, None] + offsets[None, :]).ravel()
-    vis = _predict_dft(xyz, ant1, ant2, lmn - pointing, fine, flux,
-                                   dtype=np.complex64)
+    vis = _predict_dft(xyz, ant1, ant2, lmn - pointing, fine, flux, dtype=np.complex64)
     vis = vis.reshape(len(ant1), len(freqs), n_native).mean(axis=2, dtype=np.complex128)
     # exp(2 pi i uvw.(p - centre) nu / c) factorised per antenna (uvw = xyz[2] - xyz[1])
     turns = (xyz @ (pointing - centre))[:, None] * freqs[None, :] / C_M_S  # (nant, nchan)

@@ -124,8 +124,7 @@ def _stokes_i(data: np.ndarray, flag: np.ndarray, weight: np.ndarray, ip: int, i
         np.divide(weight_out, scratch, out=weight_out)
     np.add(data[:, :, ip], data[:, :, iq], out=vis_out)
     vis_out *= np.float32(0.5)
-    np.less_equal(weight_out, 0.0, out=flag[:, :, 0])
-    np.copyto(vis_out, 0, where=flag[:, :, 0])
+    np.copyto(vis_out, 0, where=weight_out <= 0)
 
 
 def read_imaging_data(ms_path: Path, *, column: str = "CORRECTED_DATA") -> ImagingData:

@@ -47,6 +47,11 @@ class Islands:
     def __len__(self) -> int:
         return int(self.ra_deg.size)
 
+    @property
+    def apparent_jy(self) -> np.ndarray:
+        """Fluxes as the image holds them, before the primary-beam correction."""
+        return self.flux_jy * self.pb
+
     def take(self, idx: np.ndarray) -> Islands:
         """The islands at ``idx``."""
         return Islands(**{k: np.asarray(v)[idx] for k, v in self.__dict__.items()})
@@ -140,7 +145,7 @@ def sidelobes(islands: Islands, bright_ra_deg: np.ndarray, bright_dec_deg: np.nd
     tree = cKDTree(_unit_vectors(np.asarray(bright_ra_deg)[strong],
                                  np.asarray(bright_dec_deg)[strong]))
     chord = 2.0 * math.sin(math.radians(radius_deg) / 2.0)
-    apparent = islands.flux_jy * islands.pb
+    apparent = islands.apparent_jy
     for i, near in enumerate(tree.query_ball_point(
             _unit_vectors(islands.ra_deg, islands.dec_deg), r=chord)):
         if near:
@@ -181,7 +186,7 @@ def psf_sidelobes(islands: Islands, image: SkyImage, psf: np.ndarray,
     kx, ky = to_pixels(image, ra, dec)
     tree = cKDTree(_unit_vectors(ra, dec))
     chord = 2.0 * math.sin(math.radians(radius_deg) / 2.0)
-    apparent = islands.flux_jy * islands.pb
+    apparent = islands.apparent_jy
     own = image.bmaj_px    # within a beam: the island itself (or its match), no sidelobe
     for i, near in enumerate(tree.query_ball_point(
             _unit_vectors(islands.ra_deg, islands.dec_deg), r=chord)):
@@ -221,12 +226,12 @@ def streaks(cands: Islands, islands: Islands, *, half_width_px: float, length_px
     out = np.zeros(len(cands), bool)
     if len(cands) == 0 or len(islands) <= members:
         return out
-    apparent = islands.flux_jy * islands.pb
+    apparent = islands.apparent_jy
     for i in range(len(cands)):
         dx = np.abs(islands.x - cands.x[i])
         dy = np.abs(islands.y - cands.y[i])
         itself = (dx <= half_width_px) & (dy <= half_width_px)
-        mine = cands.flux_jy[i] * cands.pb[i]
+        mine = cands.apparent_jy[i]
         for line in ((dy <= half_width_px) & (dx <= length_px) & ~itself,
                      (dx <= half_width_px) & (dy <= length_px) & ~itself):
             if int(line.sum()) >= members and float(apparent[line].max()) > mine:
@@ -271,7 +276,7 @@ def new_source_candidates(image: SkyImage, known_ra_deg: np.ndarray,
                                                    islands.ra_deg]),
                                    np.concatenate([np.asarray(known_dec_deg, float),
                                                    islands.dec_deg]),
-                                   np.concatenate([flux, islands.flux_jy * islands.pb]),
+                                   np.concatenate([flux, islands.apparent_jy]),
                                    fraction=config.psf_sidelobe_fraction,
                                    radius_deg=config.sidelobe_radius_deg)
     return cands.take(np.flatnonzero(keep)), len(islands)
