@@ -11,7 +11,7 @@ from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 
 from pipeline import __version__
-from pipeline.blas import single_threaded_blas
+from pipeline.process_settings import configure_process
 from pipeline.errors import ContimgError
 from pipeline.home import Home
 from pipeline.phasing import use_bundled_iers
@@ -246,7 +246,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not args.verbose:
         logging.getLogger("apscheduler").setLevel(logging.WARNING)  # one line per tick otherwise
     use_bundled_iers()  # a closed observatory network: astropy must never try to download
-    single_threaded_blas()  # before any stage thread starts (pipeline/blas.py says why)
+    configure_process()  # before any stage thread starts (pipeline/process_settings.py says why)
     try:
         home = Home.resolve(getattr(args, "home", None))
         return COMMANDS[args.command](args, home)

@@ -105,9 +105,9 @@ def main() -> None:
     parser.add_argument("--keep", type=Path, help="make the home in / reuse it from this DIR")
     args = parser.parse_args()
     from pipeline.backend import gpu_status
-    from pipeline.blas import single_threaded_blas
+    from pipeline.process_settings import configure_process
 
-    single_threaded_blas()  # as contimg's own processes run
+    configure_process()  # as contimg's own processes run
     tmp = None if args.keep else tempfile.TemporaryDirectory(prefix="bench-cal-")
     home = args.keep.absolute() if args.keep else Path(tmp.name) / "home"
     work = Path(tempfile.mkdtemp(prefix="bench-cal-work-", dir=home.parent))

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.blas import single_threaded_blas
+from pipeline.process_settings import configure_process
 from pipeline.home import Home
 from pipeline.settings import write_settings_file
 from pipeline.store import Store
@@ -37,7 +37,7 @@ CRASH_LOG_KEY = pytest.StashKey()
 
 @pytest.hookimpl(trylast=True)  # after pytest's faulthandler plugin, so this one holds
 def pytest_configure(config: pytest.Config) -> None:
-    single_threaded_blas()  # as contimg's processes run (pipeline/blas.py)
+    configure_process()  # as contimg's processes run (pipeline/process_settings.py)
     path = os.environ.get(CRASH_LOG_ENV)
     if path:
         log = open(path, "w")  # noqa: SIM115 — open until the process ends

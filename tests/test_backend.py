@@ -43,3 +43,18 @@ def test_gpu_round_trip():
     a = b.asarray(np.arange(4, dtype=np.float32))
     assert type(b.to_host(a)) is np.ndarray
     np.testing.assert_array_equal(b.to_host(b.xp.fft.ifft(b.xp.fft.fft(a)).real), np.arange(4))
+
+
+def test_process_settings_leave_one_blas_thread_and_keep_freed_blocks():
+    """configure_process (run by the suite's configure hook, as by contimg's main)."""
+    import platform
+
+    from threadpoolctl import threadpool_info
+
+    from pipeline.process_settings import configure_process, keep_freed_memory
+
+    configure_process()
+    blas = [p for p in threadpool_info() if p["user_api"] == "blas"]
+    assert blas and all(p["num_threads"] == 1 for p in blas)
+    if platform.libc_ver()[0] == "glibc":
+        assert keep_freed_memory() is True

@@ -127,23 +127,19 @@ def bandpass_pass(V, M, F, *, xp=np, block_bytes: int = BLOCK_BYTES) -> Bandpass
     return BandpassPass(R=R, Q=Q, P=P, N=N, Pt=Pt, Nt=Nt, any_flags=any_flags)
 
 
-def baseline_bandpass(bandpass, ant1, ant2, *, xp=np):
-    """(nbl, nchan, npol) complex128 B_i conj(B_j), 0 where either is flagged (NaN).
+def gain_sums(bp: BandpassPass, V, M, F, bandpass, ant1, ant2, *, xp=np,
+              block_bytes: int = BLOCK_BYTES):
+    """Per-integration sums (R, Q, P, N), each (ntime, nbl, npol), against B_i conj(B_j) M.
 
-    bandpass : (n_ant, nchan, npol) complex, NaN = flagged; ant1, ant2 : (nbl,) int.
+    bp : the chunk's :class:`BandpassPass`; V, M, F : as given to it; bandpass :
+    (n_ant, nchan, npol) complex, NaN = flagged; ant1, ant2 : (nbl,) int. Solving V
+    against bb = B_i conj(B_j) M is solving V / bb against M without a divided copy of
+    the data; bb is formed a block of baselines at a time (for the whole chunk it would
+    be a fresh 117 MB array).
     """
     b = xp.asarray(bandpass)
     b = xp.where(xp.isfinite(b), b, 0).astype(xp.complex128)
-    return b[xp.asarray(ant1)] * xp.conj(b[xp.asarray(ant2)])
-
-
-def gain_sums(bp: BandpassPass, V, M, F, bb, *, xp=np, block_bytes: int = BLOCK_BYTES):
-    """Per-integration sums (R, Q, P, N), each (ntime, nbl, npol), against B_i conj(B_j) M.
-
-    bp : the chunk's :class:`BandpassPass`; V, M, F : as given to it; bb : (nbl, nchan,
-    npol) from :func:`baseline_bandpass`. Solving V against bb M is solving V / bb
-    against M without a divided copy of the data.
-    """
+    i1, i2 = xp.asarray(ant1), xp.asarray(ant2)
     ntime, nbl, nchan, npol = V.shape
     R = xp.empty((ntime, nbl, npol), dtype=xp.complex128)
     Q = xp.empty((ntime, nbl, npol), dtype=xp.float64)
@@ -151,7 +147,7 @@ def gain_sums(bp: BandpassPass, V, M, F, bb, *, xp=np, block_bytes: int = BLOCK_
     N = xp.empty((ntime, nbl, npol), dtype=xp.float64)
 
     def one(blk: slice) -> None:
-        bbk = bb[blk]
+        bbk = b[i1[blk]] * xp.conj(b[i2[blk]])                          # (nb, c, p)
         bbc = xp.conj(bbk)
         u = bbk.real * bbk.real + bbk.imag * bbk.imag                   # |bb|^2
         mb = bbk != 0

@@ -5,8 +5,8 @@ of cross-correlations. Three passes, each a median/MAD test at ``n_sigma``:
 
 1. in time: each sample against the median over time of its baseline, channel and
    polarization (catches bursts: one integration, many channels);
-2. in frequency: each baseline's time-median spectrum against a 5-channel running
-   median of itself (catches narrow-band RFI that is there all the time; the running
+2. in frequency: each baseline's time-mean spectrum (of the samples pass 1 kept)
+   against a 5-channel running median of itself (catches narrow-band RFI that is there all the time; the running
    median follows the smooth bandpass ripple);
 3. whole channels: flagged where more than ``bad_channel_fraction`` of the samples
    (baselines x times x polarizations) are flagged.
@@ -154,8 +154,10 @@ def _baseline_flags(amp, flags, *, n_sigma, min_relative, xp):
             xp.maximum(limit[..., j], scale[..., j], out=limit[..., j])
         out |= dev > limit
         del trend, dev, limit
-    # pass 2: channel outliers of the time-median spectrum against its running median
-    spec = _masked_median(amp, out, axis=0, xp=xp)                       # (nb, ch, p)
+    # pass 2: channel outliers of the time-mean spectrum of what pass 1 kept against its
+    # running median (pass 1 took the bursts out, so a mean is as robust here as a
+    # median, and a sort of every time series costs more than the rest of the pass)
+    spec = _masked_mean(amp, out, xp=xp)                                 # (nb, ch, p)
     if amp.shape[2] >= _RUNNING:
         smooth = _neighbour_median(spec, xp=xp)
         dev = spec - smooth
@@ -167,6 +169,14 @@ def _baseline_flags(amp, flags, *, n_sigma, min_relative, xp):
             bad = xp.abs(dev) > _threshold(scale, smooth, n_sigma, min_relative, xp)
         out |= bad[None]
     return out
+
+
+def _masked_mean(x, mask, *, xp):
+    """Mean over axis 0 of ``x`` where ``mask`` is False; NaN where all of it is masked."""
+    kept = ~mask
+    n = xp.count_nonzero(kept, axis=0)
+    total = xp.sum(xp.where(kept, x, x.dtype.type(0)), axis=0)
+    return xp.where(n > 0, total / xp.maximum(n, 1), xp.nan).astype(x.dtype)
 
 
 def _masked_median(x, mask, *, axis: int, xp):

@@ -342,7 +342,7 @@ def _predict_dft(xyz, ant1, ant2, rel, freqs, flux, *, dtype, out=None):
 
     The factorised DFT is one (nant x nsrc) @ (nsrc x nant) GEMM per channel: 18 k small
     GEMMs for a 768-channel, 24-integration chunk, which is why the process runs BLAS on
-    one thread (pipeline/blas.py).
+    one thread (pipeline/process_settings.py).
     """
     src = PointSources(l=rel[:, 0], m=rel[:, 1], w_coeff=rel[:, 2], flux=flux)
     return predict(None, freqs, src, antennas=(xyz, ant1, ant2), dtype=dtype,

@@ -79,14 +79,14 @@ def run_pipeline(home: Path, *, chunks: int, antennas: int, channels: int, seed:
     The calibrate stage solves on the transit and applies that table to every chunk.
     Returns the wall times (s) per stage, call counts, runner outcomes and final states.
     """
-    from pipeline.blas import single_threaded_blas  # noqa: PLC0415
+    from pipeline.process_settings import configure_process  # noqa: PLC0415
     from pipeline.runner import Runner, RunnerConfig  # noqa: PLC0415
     from pipeline.simulate.instrument import CHUNK_S  # noqa: PLC0415
     from pipeline.simulate.run import SimConfig, simulate  # noqa: PLC0415
     from pipeline.simulate.sky import load_calibrators  # noqa: PLC0415
     from pipeline.transits import previous_transit  # noqa: PLC0415
 
-    single_threaded_blas()  # as contimg's own processes run, before the runner's threads
+    configure_process()  # as contimg's own processes run, before the runner's threads
 
     cals = load_calibrators()
     i = cals.names.index("3C286")
