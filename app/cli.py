@@ -11,10 +11,10 @@ from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 
 from pipeline import __version__
-from pipeline.process_settings import configure_process
 from pipeline.errors import ContimgError
 from pipeline.home import Home
 from pipeline.phasing import use_bundled_iers
+from pipeline.process_settings import configure_process
 from pipeline.runner import Runner, RunnerConfig
 from pipeline.settings import load_settings, settings_path, settings_tables, settings_toml
 from pipeline.stages import default_registry

@@ -52,7 +52,7 @@ class PointSources:
     w_coeff : (nsrc,) float or None; coefficient of w (None: n - 1, for phased data).
     """
 
-    l: Any
+    l: Any  # noqa: E741 (the direction cosine, as the literature writes it)
     m: Any
     flux: Any
     w_coeff: Any = None
@@ -69,7 +69,7 @@ class PointSources:
 
     def coefficients(self, xp=np):
         """(nsrc, 3) float64: the (l, m, w) coefficients multiplying (u, v, w)."""
-        l, m = xp.asarray(self.l, dtype=xp.float64), xp.asarray(self.m, dtype=xp.float64)
+        l, m = xp.asarray(self.l, dtype=xp.float64), xp.asarray(self.m, dtype=xp.float64)  # noqa: E741
         if self.w_coeff is None:
             # n - 1 written so that it stays accurate near the phase centre
             r2 = l * l + m * m
@@ -202,7 +202,8 @@ def predict_image(uvw_m, freqs_hz, model: ModelImage, *, epsilon: float = 1e-6,
     uvw = np.asarray(uvw_m, dtype=np.float64)
     # ducc0's kernel is exp(-2 pi i (u l + v m - w (n - 1))) (measured in
     # tests/test_predict.py); (-u, -v, w) turns it into ours.
-    vis = dirty2vis(uvw=uvw * np.array([-1.0, -1.0, 1.0]), freq=np.asarray(freqs_hz, dtype=np.float64),
+    vis = dirty2vis(uvw=uvw * np.array([-1.0, -1.0, 1.0]),
+                    freq=np.asarray(freqs_hz, dtype=np.float64),
                     dirty=np.asarray(model.image, dtype=np.float64),
                     pixsize_x=model.pixsize_l, pixsize_y=model.pixsize_m,
                     center_x=model.center_l, center_y=model.center_m,

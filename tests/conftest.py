@@ -15,8 +15,8 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.process_settings import configure_process
 from pipeline.home import Home
+from pipeline.process_settings import configure_process
 from pipeline.settings import write_settings_file
 from pipeline.store import Store
 

@@ -6,8 +6,8 @@ of cross-correlations. Three passes, each a median/MAD test at ``n_sigma``:
 1. in time: each sample against the median over time of its baseline, channel and
    polarization (catches bursts: one integration, many channels);
 2. in frequency: each baseline's time-mean spectrum (of the samples pass 1 kept)
-   against a 5-channel running median of itself (catches narrow-band RFI that is there all the time; the running
-   median follows the smooth bandpass ripple);
+   against a 5-channel running median of itself (catches narrow-band RFI that is there
+   all the time; the running median follows the smooth bandpass ripple);
 3. whole channels: flagged where more than ``bad_channel_fraction`` of the samples
    (baselines x times x polarizations) are flagged.
 

@@ -1,4 +1,4 @@
-"""The simulated sky: reference catalog, calibrators, injected variables, their geometry and beam."""
+"""The simulated sky: reference catalog, calibrators, injected variables, geometry, beam."""
 
 from __future__ import annotations
 
