@@ -172,8 +172,10 @@ def main() -> None:
 
     from pipeline.backend import gpu_status
     from pipeline.imaging.config import ImagingConfig
+    from pipeline.process_settings import configure_process
     from pipeline.simulate import load_truth
 
+    configure_process()  # as contimg's own processes run
     tmp = None if args.keep else tempfile.TemporaryDirectory(prefix="bench-clean-")
     home = args.keep.absolute() if args.keep else Path(tmp.name) / "home"
     try:
