@@ -7,7 +7,7 @@ HOME_DIR ?= var
 PORT   ?= 5006
 CHROMIUM := /usr/bin/chromium
 
-.PHONY: run test install install-test chromium serve bench clean
+.PHONY: run test install install-test debian-tools serve bench clean
 
 # The stamp files make a second `make run` skip the install when pyproject.toml is unchanged.
 $(VENV)/.installed: pyproject.toml
@@ -22,14 +22,18 @@ $(VENV)/.installed-test: $(VENV)/.installed
 
 install: $(VENV)/.installed
 
-install-test: $(VENV)/.installed-test chromium
+install-test: $(VENV)/.installed-test debian-tools
 
-# Debian's Chromium: Playwright's own browser download fails on a closed network.
-chromium:
-	@if [ ! -x $(CHROMIUM) ]; then \
-	  echo "installing Debian chromium"; \
+# Debian's Chromium (Playwright's own browser download fails on a closed network) and
+# Debian's aoflagger (the calibration's other RFI flagger, which its tests run).
+debian-tools:
+	@missing=""; \
+	[ -x $(CHROMIUM) ] || missing="$$missing chromium"; \
+	command -v aoflagger >/dev/null || missing="$$missing aoflagger"; \
+	if [ -n "$$missing" ]; then \
+	  echo "installing Debian$$missing"; \
 	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
-	  $$SUDO apt-get update -qq && $$SUDO apt-get install -y -qq chromium; \
+	  $$SUDO apt-get update -qq && $$SUDO apt-get install -y -qq $$missing; \
 	fi
 
 # An empty home first gets a demo: an hour of simulated data centred on 3C48's last

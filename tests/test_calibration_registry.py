@@ -158,10 +158,12 @@ class FakeNumerics:
     flagged: float = 0.05
     solved: list = field(default_factory=list)
     applied: list = field(default_factory=list)
+    flaggers: list = field(default_factory=list)
 
-    def solve(self, ms, *, calibrator, out_dir, refant=None, progress=None):
+    def solve(self, ms, *, calibrator, out_dir, refant=None, progress=None, flagger="robust"):
         out_dir.mkdir(parents=True, exist_ok=True)
         self.solved.append((ms, calibrator))
+        self.flaggers.append(flagger)
         if progress:
             progress(0.5)
         qa = QA(self.snr, self.flagged, 1, 0.98)
@@ -389,6 +391,19 @@ def test_stage_refuses_an_observation_without_a_measurement_set(store, home):
                        progress=lambda f: None, inputs={})
     with pytest.raises(Exception, match="observation bare: has no Measurement Set"):
         run_calibrate(ctx, numerics=FakeNumerics().numerics())
+
+
+def test_the_configured_flagger_runs_before_the_solve(store, home):
+    from pipeline.runner import StageContext
+    cal = add_converted(store, TRANSIT_3C48)
+    fake = FakeNumerics()
+    for flagger in ("aoflagger", "robust"):
+        config = CalibrationConfig(flagger=flagger)
+        inputs = prepare_calibrate(store, store.observation(cal), T0, config=config)
+        ctx = StageContext(observation=store.observation(cal), home=home, attempt=1,
+                           progress=lambda f: None, inputs=inputs)
+        run_calibrate(ctx, numerics=fake.numerics())
+    assert fake.flaggers == ["aoflagger", "robust"]
 
 
 # ------------------------------------------------------ with the real calibration numerics

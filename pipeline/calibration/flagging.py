@@ -28,6 +28,7 @@ from pathlib import Path
 import numpy as np
 from casacore.tables import table
 
+from pipeline.calibration.registry import Flagger
 from pipeline.errors import ContimgError
 
 MAD_TO_SIGMA = 1.4826
@@ -347,7 +348,7 @@ def read_gridded(ms: Path, column: str, index: np.ndarray, *, what: str = "data"
 
 
 def flag_ms(ms: Path, *, n_sigma: float = 5.0, bad_channel_fraction: float = 0.5,
-            column: str = "DATA", method: str = "robust", backend=None) -> FlagStats:
+            column: str = "DATA", method: Flagger = "robust", backend=None) -> FlagStats:
     """Flag outliers in ``ms`` and OR them into its FLAG column (in place).
 
     method : ``robust`` (this module's median/MAD kernel) or ``aoflagger`` (runs the
@@ -474,7 +475,8 @@ def _aoflagger(ms: Path, *, column: str) -> FlagStats:
     exe = shutil.which("aoflagger")
     if exe is None:
         raise FlaggingError(ms, "aoflagger is not installed (no 'aoflagger' on PATH); "
-                            "install Debian's aoflagger package or use method='robust'")
+                            "install Debian's aoflagger package, or flag with the robust "
+                            "flagger ([calibration] flagger = \"robust\" in contimg.toml)")
 
     def fraction() -> tuple[float, np.ndarray]:
         with table(str(ms), ack=False) as t:

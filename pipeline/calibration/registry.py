@@ -16,11 +16,17 @@ from __future__ import annotations
 import math
 from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Literal, Protocol
+from typing import Literal, Protocol, get_args
 
 HOURS_PER_DAY = 24.0
 
 SelectionKind = Literal["single", "interpolated", "stale", "none"]
+
+
+#: the RFI flaggers a calibration can run: pipeline.calibration.flagging's median/MAD
+#: kernel, or Debian's ``aoflagger`` program
+Flagger = Literal["robust", "aoflagger"]
+FLAGGERS: tuple[str, ...] = get_args(Flagger)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -35,6 +41,8 @@ class CalibrationConfig:
     calibrator_radius_deg: float = 1.0
     #: Safety net for waiting observations; a registered table wakes them at once.
     wait_retry_s: float = 900.0
+    #: RFI flagger before a solve: the median/MAD kernel or Debian's aoflagger program.
+    flagger: Flagger = "robust"
 
     def __post_init__(self):
         if not self.window_h > 0:
@@ -45,6 +53,9 @@ class CalibrationConfig:
         if not 0 <= self.max_flagged_fraction <= 1:
             raise ValueError("calibration.max_flagged_fraction must be within 0–1, got "
                              f"{self.max_flagged_fraction}")
+        if self.flagger not in FLAGGERS:
+            raise ValueError(f"calibration.flagger must be one of {', '.join(FLAGGERS)}, "
+                             f"got {self.flagger!r}")
         if self.calibrator_radius_deg <= 0:
             raise ValueError("calibration.calibrator_radius_deg must be positive, got "
                              f"{self.calibrator_radius_deg}")

@@ -25,7 +25,7 @@ from pipeline.calibration.chunk_sums import (
     gain_sums,
     inverse_products,
 )
-from pipeline.calibration.flagging import flag_rows, grid_rows
+from pipeline.calibration.flagging import flag_ms, flag_rows, grid_rows
 from pipeline.calibration.model import (
     CalibratorNotFound,
     _require_ms,
@@ -33,6 +33,7 @@ from pipeline.calibration.model import (
     compute_model,
     read_model_inputs,
 )
+from pipeline.calibration.registry import FLAGGERS, Flagger
 from pipeline.calibration.solver import solve_slots
 from pipeline.errors import ContimgError
 
@@ -81,7 +82,8 @@ class SolveResult:
 def solve_calibrator_ms(ms: Path, *, calibrator: str, out_dir: Path, refant: str | None = None,
                         progress: Callable[[float], None] | None = None, backend=None,
                         n_sigma: float = 5.0, field_catalog: Path | None = None,
-                        use_field: bool = True, overwrite: bool = True) -> SolveResult:
+                        use_field: bool = True, overwrite: bool = True,
+                        flagger: Flagger = "robust") -> SolveResult:
     """Calibrate a calibrator transit chunk and write ``<ms stem>.B`` / ``.G`` tables.
 
     Parameters
@@ -102,6 +104,9 @@ def solve_calibrator_ms(ms: Path, *, calibrator: str, out_dir: Path, refant: str
     field_catalog, use_field
         Catalog of field sources for the model (default data/catalog.csv); use_field
         False models the calibrator alone.
+    flagger : ``"robust"`` or ``"aoflagger"``
+        The RFI flagger run before solving: this package's median/MAD flagger, or
+        Debian's ``aoflagger`` program (a clear error when it is not installed).
 
     The BLAS work here is many small products: run it with pipeline.process_settings's
     configure_process() in effect (contimg's entry points set it).
@@ -109,6 +114,8 @@ def solve_calibrator_ms(ms: Path, *, calibrator: str, out_dir: Path, refant: str
     from pipeline.backend import get_backend  # noqa: PLC0415
     from pipeline.calibration.model import DEFAULT_CATALOG  # noqa: PLC0415
 
+    if flagger not in FLAGGERS:
+        raise ValueError(f"flagger must be one of {', '.join(FLAGGERS)}, got {flagger!r}")
     report = progress or (lambda f: None)
     be = backend or get_backend()
     xp = be.xp
@@ -139,6 +146,10 @@ def solve_calibrator_ms(ms: Path, *, calibrator: str, out_dir: Path, refant: str
         (field_catalog or DEFAULT_CATALOG) if use_field else None))
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="cal-model") as pool:
         model_future = pool.submit(_timed, compute_model, inputs)
+        if flagger == "aoflagger":
+            # its flags go into the MS's FLAG column, which is read next
+            flag_ms(ms, method="aoflagger")
+            lap("flag", 0.05)
         with table(str(ms), ack=False) as t:
             # into NumPy's own (huge-page advised) arrays: getcol's are 3x slower to fill
             data, flags = _column(t, "DATA", np.complex64), _column(t, "FLAG", bool)
@@ -151,11 +162,12 @@ def solve_calibrator_ms(ms: Path, *, calibrator: str, out_dir: Path, refant: str
             freqs = spw.getcol("CHAN_FREQ")[0]
         lap("read", 0.1)
 
-        flags, fstats = flag_rows(data, flags, time_s, a1, a2, n_sigma=n_sigma, backend=be)
+        if flagger == "robust":
+            flags, _ = flag_rows(data, flags, time_s, a1, a2, n_sigma=n_sigma, backend=be)
+            lap("flag", 0.25)
         cross_rows = a1 != a2
         if flags[cross_rows].all():
             raise CalibrationError(ms, "every cross-correlation is flagged; nothing to solve on")
-        lap("flag", 0.25)
         model, timings["model_thread"] = model_future.result()
         del model_future    # it holds the result: the model's memory goes with M below
     lap("model", 0.45)

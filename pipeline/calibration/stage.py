@@ -231,7 +231,8 @@ def run_calibrate(ctx: StageContext, *, numerics: Numerics) -> StageResult:
     if solve:
         out_dir = ctx.home.caltables / _UNSAFE.sub("_", obs.id)
         result = numerics.solve(ms, calibrator=solve, out_dir=out_dir,
-                                progress=lambda f: ctx.progress(0.8 * f))
+                                progress=lambda f: ctx.progress(0.8 * f),
+                                flagger=config.flagger)
         passed, reason = qa_verdict(result.qa, config)
         solved = SolvedTables(
             calibrator=result.calibrator, b_path=str(result.b_table),
