@@ -356,19 +356,28 @@ def test_gains_match_the_simulators_truth(noisy_home, tmp_path):
     assert result.transit_mjd == pytest.approx(mid, abs=1e-9)
 
 
-@pytest.mark.parametrize("flagger", ["robust", "aoflagger"])
-def test_either_flagger_takes_out_rfi_before_the_solve(flagger, noisy_home, tmp_path):
-    """A narrow-band transmitter in one channel all along, and a broadband burst."""
-    ms = _copy(noisy_home, tmp_path)
+def _add_rfi(ms: Path) -> tuple[np.ndarray, np.ndarray]:
+    """A transmitter in channel 40 all along and a broadband burst in integration 10.
+
+    Returns the (nrow, nchan, npol) mask of what was added and the cross-correlation rows.
+    """
     with table(str(ms), readonly=False, ack=False) as t:
         data, times = t.getcol("DATA"), t.getcol("TIME")
         cross = t.getcol("ANTENNA1") != t.getcol("ANTENNA2")
         rfi = np.zeros(data.shape, bool)
-        rfi[cross, 40, :] = True                                     # channel 40, always
-        rfi[cross & (times == np.unique(times)[10])] = True          # integration 10
+        rfi[cross, 40, :] = True
+        rfi[cross & (times == np.unique(times)[10])] = True
         phase = np.exp(2j * np.pi * np.random.default_rng(3).random(data.shape))
         data[rfi] += (300 * phase[rfi]).astype(np.complex64)
         t.putcol("DATA", data)
+    return rfi, cross
+
+
+@pytest.mark.parametrize("flagger", ["robust", "aoflagger"])
+def test_either_flagger_takes_out_rfi_before_the_solve(flagger, noisy_home, tmp_path):
+    """A narrow-band transmitter in one channel all along, and a broadband burst."""
+    ms = _copy(noisy_home, tmp_path)
+    rfi, cross = _add_rfi(ms)
     result = solve_calibrator_ms(ms, calibrator="3C48", out_dir=tmp_path / "cal",
                                  flagger=flagger)
     with table(str(ms), ack=False) as t:
@@ -391,6 +400,23 @@ def test_either_flagger_takes_out_rfi_before_the_solve(flagger, noisy_home, tmp_
     amp_rms, phase_rms = _truth_comparison(noisy_home, result.b_table, result.g_table)
     assert amp_rms <= 0.01 and phase_rms <= 1.0
     assert abs(result.qa.flux_ratio - 1) <= 0.01
+
+
+@pytest.mark.parametrize("flagger", ["robust", "aoflagger"])
+def test_either_flagger_takes_out_rfi_before_tables_are_applied(flagger, noisy_home,
+                                                                 tmp_path):
+    """As every observation is calibrated: flagged, then the registered tables applied."""
+    solved = solve_calibrator_ms(_copy(noisy_home, tmp_path / "solve"), calibrator="3C48",
+                                 out_dir=tmp_path / "cal")
+    ms = _copy(noisy_home, tmp_path / "target")
+    rfi, cross = _add_rfi(ms)
+    stats = apply_calibration(ms, bandpass=read_caltable(solved.b_table),
+                              gains=read_caltable(solved.g_table), flagger=flagger)
+    with table(str(ms), ack=False) as t:
+        flags = t.getcol("FLAG")
+        assert "CORRECTED_DATA" in t.colnames()
+    assert flags[rfi].all() and stats.flagged_fraction_after > stats.flagged_fraction_before
+    assert flags[~rfi & cross[:, None, None]].mean() <= (0.01 if flagger == "robust" else 0.3)
 
 
 def test_noiseless_transit_is_calibrated_to_the_model(clean_solved, clean_home):

@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
 
+import numpy as np
 import pytest
 from astropy.time import Time
 from conftest import T0
@@ -159,6 +160,7 @@ class FakeNumerics:
     solved: list = field(default_factory=list)
     applied: list = field(default_factory=list)
     flaggers: list = field(default_factory=list)
+    flagged_ms: list = field(default_factory=list)
 
     def solve(self, ms, *, calibrator, out_dir, refant=None, progress=None, flagger="robust"):
         out_dir.mkdir(parents=True, exist_ok=True)
@@ -174,8 +176,9 @@ class FakeNumerics:
     def read(self, path):
         return f"solutions:{Path(path).name}:{Path(path).parent.name}"
 
-    def apply(self, ms, *, bandpass, gains):
+    def apply(self, ms, *, bandpass, gains, flagger=None):
         self.applied.append((Path(ms).name, bandpass, gains))
+        self.flagged_ms.append((Path(ms).name, flagger))
 
     def numerics(self) -> Numerics:
         return Numerics(solve=self.solve, read_caltable=self.read, apply=self.apply)
@@ -348,6 +351,8 @@ def test_failed_calibrator_solve_falls_back_to_registered_tables(store, home, cl
     tables = store.caltables()
     assert tables.qa_passed.tolist() == [True, False]
     assert "flagged fraction 0.60 above 0.3" in tables.qa_reason[1]
+    # its solve flagged it already: the application does not flag it again
+    assert fake.flagged_ms == [(f"{cal}.ms", None)]
 
 
 def test_registering_the_same_tables_again_updates_and_keeps_the_id(store):
@@ -404,6 +409,23 @@ def test_the_configured_flagger_runs_before_the_solve(store, home):
                            progress=lambda f: None, inputs=inputs)
         run_calibrate(ctx, numerics=fake.numerics())
     assert fake.flaggers == ["aoflagger", "robust"]
+    # a solve that passed QA applied its own tables; nothing else flagged the transit
+    assert fake.applied == []
+
+
+def test_every_observation_is_flagged_before_tables_are_applied(store, home):
+    from pipeline.runner import StageContext
+    add_table(store, TRANSIT_3C48)
+    target = add_converted(store, TRANSIT_3C48 + timedelta(hours=3), dec=20.0)
+    fake = FakeNumerics()
+    for flagger in ("aoflagger", "robust"):
+        config = CalibrationConfig(flagger=flagger)
+        inputs = prepare_calibrate(store, store.observation(target), T0, config=config)
+        ctx = StageContext(observation=store.observation(target), home=home, attempt=1,
+                           progress=lambda f: None, inputs=inputs)
+        run_calibrate(ctx, numerics=fake.numerics())
+    assert fake.flagged_ms == [(f"{target}.ms", "aoflagger"), (f"{target}.ms", "robust")]
+    assert len(fake.applied) == 2 and fake.solved == []
 
 
 # ------------------------------------------------------ with the real calibration numerics
@@ -413,12 +435,13 @@ def test_real_numerics_solve_a_transit_and_calibrate_its_neighbours(home, clock)
     from conftest import contimg
 
     from pipeline.calibration.summary import solutions_summary
+    from pipeline.simulate import load_truth
     from pipeline.stages import default_registry
     from pipeline.store import Store
 
     sim = contimg("simulate", "--home", str(home.root), "--start", "2026-11-23T05:12:00",
                   "--minutes", "15", "--dec", "33.16", "--antennas", "6",
-                  "--channels-per-subband", "1", "--seed", "5")
+                  "--channels-per-subband", "4", "--seed", "5", "--rfi")
     assert sim.returncode == 0, sim.stderr
     with Store.open(home) as store:
         registry = default_registry()
@@ -438,8 +461,28 @@ def test_real_numerics_solve_a_transit_and_calibrate_its_neighbours(home, clock)
         assert store.calibration_applied(first).caltable_id.isin(tables.id).all()
         with table(str(rows.sort_values("start_utc").ms_path.iloc[0]), ack=False) as t:
             assert "CORRECTED_DATA" in t.colnames()
+            cross = t.getcol("ANTENNA1") != t.getcol("ANTENNA2")
+            flags = t.getcol("FLAG")[cross]
+            _, when = np.unique(t.getcol("TIME")[cross], return_inverse=True)
+            with table(str(Path(t.name()) / "SPECTRAL_WINDOW"), ack=False) as spw:
+                freqs = spw.getcol("CHAN_FREQ")[0]
+                half = 0.5 * np.abs(spw.getcol("CHAN_WIDTH")[0])
+        # the science chunk before the transit was flagged too: the simulator's
+        # transmitters' channels whole, its burst where it was (but for the edge channels
+        # it barely reaches), little else
+        rfi = load_truth(home.root).data["rfi"]
+        injected = np.zeros(flags.shape, bool)
+        for f in rfi["channels_hz"]:
+            injected[:, int(np.argmin(np.abs(freqs - f)))] = True
+        assert flags[:, injected[0, :, 0]].all()
+        bursts = [b for b in rfi["bursts"] if b["chunk"] == 0]
+        for b in bursts:
+            chans = (freqs + half > b["freq_lo_hz"]) & (freqs - half < b["freq_hi_hz"])
+            injected[np.ix_(when == b["integration"], chans)] = True
+        assert bursts and flags[injected].mean() > 0.95
+        assert flags[~injected].mean() < 0.05
         summary = solutions_summary(tables.b_path.iloc[0], tables.g_path.iloc[0])
     assert summary.missing == ()
     assert len(set(summary.gains.antenna)) == 6
     assert summary.gains.amp.between(0.3, 3).all()
-    assert len(summary.bandpass) == 2 * 16
+    assert len(summary.bandpass) == 2 * 64

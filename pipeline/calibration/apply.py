@@ -29,6 +29,9 @@ import numpy as np
 from casacore.tables import makecoldesc, maketabdesc, table
 
 from pipeline.calibration.caltables import CalSolutions, CaltableError
+from pipeline.calibration.flagging import flag_ms, flag_rows
+from pipeline.calibration.ms_columns import read_column
+from pipeline.calibration.registry import Flagger
 
 ROW_BLOCK = 16384
 
@@ -153,21 +156,34 @@ def _ensure_corrected(t, data_desc: dict, nchan: int, npol: int) -> None:
 
 def apply_calibration(ms: Path, *, bandpass: CalSolutions,
                       gains: list[tuple[CalSolutions, float]] | CalSolutions,
-                      backend=None) -> ApplyStats:
+                      backend=None, flagger: Flagger | None = None) -> ApplyStats:
     """Write CORRECTED_DATA (created if missing, DATA's shape and type) and OR flags.
 
     ms : Measurement Set, changed in place (CORRECTED_DATA, FLAG; DATA untouched).
     bandpass : a "B" table's solutions on the MS's channels. gains : a "G" table's
     solutions, or ``[(solutions, weight), ...]`` to combine (see module docstring).
     backend : :class:`pipeline.backend.Backend` for the arithmetic (default CPU).
+    flagger : RFI-flag DATA first: ``"robust"`` on the data read for the application
+    (one read of the MS for both), ``"aoflagger"`` by running it on the MS before;
+    None flags nothing (FLAG as it is).
     """
     ms = Path(ms)
     if not (ms / "table.dat").is_file():
         raise FileNotFoundError(f"{ms}: no such Measurement Set")
     t0 = _time.perf_counter()
+    before = None
+    if flagger == "aoflagger":
+        with table(str(ms), ack=False) as t:
+            before = int(np.count_nonzero(read_column(t, "FLAG", bool)))
+        flag_ms(ms, method="aoflagger")
     with table(str(ms), readonly=False, ack=False) as t:
-        corrected, flags, before = corrected_arrays(ms, t, bandpass=bandpass, gains=gains,
-                                                    backend=backend)
+        data, flags = read_column(t, "DATA", np.complex64), read_column(t, "FLAG", bool)
+        before = int(np.count_nonzero(flags)) if before is None else before
+        if flagger == "robust":
+            flags, _ = flag_rows(data, flags, t.getcol("TIME"), t.getcol("ANTENNA1"),
+                                 t.getcol("ANTENNA2"), backend=backend)
+        corrected, flags, _ = corrected_arrays(ms, t, bandpass=bandpass, gains=gains,
+                                               backend=backend, data=data, flags=flags)
         _ensure_corrected(t, t.getcoldesc("DATA"), corrected.shape[1], corrected.shape[2])
         t.putcol("CORRECTED_DATA", corrected)
         t.putcol("FLAG", flags)

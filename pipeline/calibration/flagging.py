@@ -6,8 +6,9 @@ of cross-correlations. Three passes, each a median/MAD test at ``n_sigma``:
 1. in time: each sample against the median over time of its baseline, channel and
    polarization (catches bursts: one integration, many channels);
 2. in frequency: each baseline's time-mean spectrum (of the samples pass 1 kept)
-   against a 5-channel running median of itself (catches narrow-band RFI that is there
-   all the time; the running median follows the smooth bandpass ripple);
+   above a running median of its 4 neighbouring channels (catches narrow-band RFI that
+   is there all the time; the running median follows the smooth bandpass ripple; only
+   excess counts, so the clean channels beside a transmitter stay unflagged);
 3. whole channels: flagged where more than ``bad_channel_fraction`` of the samples
    (baselines x times x polarizations) are flagged.
 
@@ -28,6 +29,7 @@ from pathlib import Path
 import numpy as np
 from casacore.tables import table
 
+from pipeline.calibration.ms_columns import read_column
 from pipeline.calibration.registry import Flagger
 from pipeline.errors import ContimgError
 
@@ -167,7 +169,9 @@ def _baseline_flags(amp, flags, *, n_sigma, min_relative, xp):
         with warnings.catch_warnings():
             # NaN (all-flagged) spectra compare False: nothing new there
             warnings.simplefilter("ignore", RuntimeWarning)
-            bad = xp.abs(dev) > _threshold(scale, smooth, n_sigma, min_relative, xp)
+            # one-sided: a transmitter adds power; a channel below its neighbours is
+            # next to RFI (their median is raised) or in a bandpass dip, not RFI itself
+            bad = dev > _threshold(scale, smooth, n_sigma, min_relative, xp)
         out |= bad[None]
     return out
 
@@ -366,7 +370,7 @@ def flag_ms(ms: Path, *, n_sigma: float = 5.0, bad_channel_fraction: float = 0.5
         time, a1, a2 = t.getcol("TIME"), t.getcol("ANTENNA1"), t.getcol("ANTENNA2")
         if column not in t.colnames():
             raise FlaggingError(ms, f"no {column} column to flag on")
-        data, flag = t.getcol(column), t.getcol("FLAG")
+        data, flag = read_column(t, column, np.complex64), read_column(t, "FLAG", bool)
     new_flag, stats = flag_rows(data, flag, time, a1, a2, n_sigma=n_sigma,
                                 bad_channel_fraction=bad_channel_fraction, backend=backend)
     with table(str(ms), readonly=False, ack=False) as t:

@@ -6,7 +6,9 @@ Three parts, as the runner runs them:
   transit (then: solve), and which registered tables would calibrate it (the Selection)?
   With nothing to solve and nothing to apply it raises StageWait("no calibration").
 - ``calibrate_stage`` (anywhere: paths and parameters only): solves and/or applies, and
-  returns a ``CalibrateOutcome`` as the StageResult's payload.
+  returns a ``CalibrateOutcome`` as the StageResult's payload. Every observation is
+  RFI-flagged (FLAG, with ``CalibrationConfig.flagger``) as tables are applied; a
+  calibrator transit is flagged by its solve.
 - ``record_calibrate`` (server, writes the store): registers a solved table with its QA
   verdict whatever the verdict, raises alerts, wakes waiting observations, and only then
   raises StageWait when the observation could not be calibrated. A table that failed QA
@@ -249,17 +251,25 @@ def run_calibrate(ctx: StageContext, *, numerics: Numerics) -> StageResult:
         # The record hook registers the rejected table, then makes the observation wait.
         return StageResult(payload=CalibrateOutcome(solved=solved, waiting=NO_CALIBRATION))
     ctx.progress(0.85 if solve else 0.1)
-    apply_selection(ms, selection, numerics=numerics)
+    # every observation is RFI-flagged as its tables are applied (a calibrator transit
+    # was flagged by its solve), with the flagger the operator chose
+    apply_selection(ms, selection, numerics=numerics,
+                    flagger=config.flagger if solved is None else None)
     ctx.progress(1.0)
     return StageResult(payload=CalibrateOutcome(solved=solved, applied=selection))
 
 
-def apply_selection(ms: Path, selection: Selection, *, numerics: Numerics) -> Any:
-    """Apply a selection: bandpass of the heaviest table, gains blended by weight."""
+def apply_selection(ms: Path, selection: Selection, *, numerics: Numerics,
+                    flagger: str | None = None) -> Any:
+    """Apply a selection: bandpass of the heaviest table, gains blended by weight.
+
+    flagger : RFI-flag the data first with it (None: FLAG as it is).
+    """
     heaviest = max(selection.tables, key=lambda t: t[3])
     bandpass = numerics.read_caltable(Path(heaviest[1]))
     gains = [(numerics.read_caltable(Path(g)), w) for _, _, g, w in selection.tables]
-    return numerics.apply(ms, bandpass=bandpass, gains=gains if len(gains) > 1 else gains[0][0])
+    return numerics.apply(ms, bandpass=bandpass, gains=gains if len(gains) > 1 else gains[0][0],
+                          flagger=flagger)
 
 
 def record_calibrate(store: Store, obs: Observation, result: StageResult, now: datetime, *,
