@@ -141,8 +141,10 @@ def _baseline_flags(amp, flags, *, n_sigma, min_relative, xp):
     # pass 1: time outliers against a smooth (quadratic) trend per baseline, channel and
     # polarization: the calibrator drifts through the beam, so a plain time median would
     # call the ends of a chunk outliers. Two rounds: the second fit ignores what the
-    # first flagged, so a burst cannot drag the trend towards itself.
-    for _ in range(2):
+    # first flagged, so a burst cannot drag the trend towards itself, and only the
+    # second's verdict stands (the first's, against a trend a burst dragged, also
+    # catches good samples beside the burst)
+    for last in (False, True):
         trend = _quadratic_trend(amp, out, xp=xp)
         dev = xp.subtract(amp, trend)
         xp.abs(dev, out=dev)
@@ -155,7 +157,10 @@ def _baseline_flags(amp, flags, *, n_sigma, min_relative, xp):
         # axis runs NumPy's inner loop two elements at a time (3x slower, measured)
         for j in range(limit.shape[-1]):
             xp.maximum(limit[..., j], scale[..., j], out=limit[..., j])
-        out |= dev > limit
+        if last:
+            out = flags | (dev > limit)
+        else:
+            out |= dev > limit
         del trend, dev, limit
     # pass 2: channel outliers of the time-mean spectrum of what pass 1 kept against its
     # running median (pass 1 took the bursts out, so a mean is as robust here as a
