@@ -309,6 +309,8 @@ class CalibrationPage(pn.viewable.Viewer):
         fig.add_tools(HoverTool(renderers=[points], tooltips=[
             ("calibrator", "@calibrator"), ("time", "@t{%F %H:%M}"), ("ratio", "@ratio{0.000}"),
             ("QA", "@verdict")], formatters={"@t": "datetime"}))
+        # one transit so far: two days around it, not milliseconds
+        fig.x_range.default_span = 2 * 86_400_000
         fig.xaxis.axis_label, fig.yaxis.axis_label = "UTC", "measured / model"
         fig.legend.location = "top_left"
         fig.legend.orientation = "horizontal"
