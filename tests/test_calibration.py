@@ -410,8 +410,11 @@ def test_either_flagger_takes_out_rfi_before_tables_are_applied(flagger, noisy_h
                                  out_dir=tmp_path / "cal")
     ms = _copy(noisy_home, tmp_path / "target")
     rfi, cross = _add_rfi(ms)
+    fractions = []
     stats = apply_calibration(ms, bandpass=read_caltable(solved.b_table),
-                              gains=read_caltable(solved.g_table), flagger=flagger)
+                              gains=read_caltable(solved.g_table), flagger=flagger,
+                              progress=fractions.append)
+    assert fractions == sorted(fractions) and fractions[0] == 0.5 and fractions[-1] == 1.0
     with table(str(ms), ack=False) as t:
         flags = t.getcol("FLAG")
         assert "CORRECTED_DATA" in t.colnames()

@@ -176,8 +176,10 @@ class FakeNumerics:
     def read(self, path):
         return f"solutions:{Path(path).name}:{Path(path).parent.name}"
 
-    def apply(self, ms, *, bandpass, gains, flagger=None):
+    def apply(self, ms, *, bandpass, gains, flagger=None, progress=None):
         self.applied.append((Path(ms).name, bandpass, gains))
+        if progress:
+            progress(0.5)
         self.flagged_ms.append((Path(ms).name, flagger))
 
     def numerics(self) -> Numerics:

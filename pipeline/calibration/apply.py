@@ -22,6 +22,7 @@ flags the visibility (FLAG is OR-ed) and zeroes its CORRECTED_DATA.
 from __future__ import annotations
 
 import time as _time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -157,7 +158,8 @@ def _ensure_corrected(t, data_desc: dict, nchan: int, npol: int) -> None:
 
 def apply_calibration(ms: Path, *, bandpass: CalSolutions,
                       gains: list[tuple[CalSolutions, float]] | CalSolutions,
-                      backend=None, flagger: Flagger | None = None) -> ApplyStats:
+                      backend=None, flagger: Flagger | None = None,
+                      progress: Callable[[float], None] | None = None) -> ApplyStats:
     """Write CORRECTED_DATA (created if missing, DATA's shape and type) and OR flags.
 
     ms : Measurement Set, changed in place (CORRECTED_DATA, FLAG; DATA untouched).
@@ -166,8 +168,9 @@ def apply_calibration(ms: Path, *, bandpass: CalSolutions,
     backend : :class:`pipeline.backend.Backend` for the arithmetic (default CPU).
     flagger : RFI-flag DATA first: ``"robust"`` on the data read for the application
     (one read of the MS for both), ``"aoflagger"`` by running it on the MS before;
-    None flags nothing (FLAG as it is).
+    None flags nothing (FLAG as it is). progress : called with 0..1 as steps finish.
     """
+    report = progress or (lambda f: None)
     ms = Path(ms)
     if not (ms / "table.dat").is_file():
         raise FileNotFoundError(f"{ms}: no such Measurement Set")
@@ -177,20 +180,24 @@ def apply_calibration(ms: Path, *, bandpass: CalSolutions,
         with table(str(ms), ack=False) as t:
             before = int(np.count_nonzero(read_column(t, "FLAG", bool)))
         flag_ms(ms, method="aoflagger")
+        report(0.5)
     with table(str(ms), readonly=False, ack=False) as t:
         data, flags = read_column(t, "DATA", np.complex64), read_column(t, "FLAG", bool)
         before = int(np.count_nonzero(flags)) if before is None else before
         if flagger == "robust":
             flags, _ = flag_rows(data, flags, t.getcol("TIME"), t.getcol("ANTENNA1"),
                                  t.getcol("ANTENNA2"), backend=backend)
+            report(0.5)
         # the corrected data take DATA's memory: a fresh 1.4 GB array costs seconds of
         # page faults on a VM
         corrected, flags, _ = corrected_arrays(ms, t, bandpass=bandpass, gains=gains,
                                                backend=backend, data=data, flags=flags,
                                                out=data)
+        report(0.7)
         _ensure_corrected(t, t.getcoldesc("DATA"), corrected.shape[1], corrected.shape[2])
         t.putcol("CORRECTED_DATA", corrected)
         t.putcol("FLAG", flags)
+    report(1.0)
     n = max(flags.size, 1)
     return ApplyStats(n_rows=int(flags.shape[0]), flagged_fraction_before=before / n,
                       flagged_fraction_after=float(flags.sum()) / n,

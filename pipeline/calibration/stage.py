@@ -250,26 +250,29 @@ def run_calibrate(ctx: StageContext, *, numerics: Numerics) -> StageResult:
     if selection.kind == "none":
         # The record hook registers the rejected table, then makes the observation wait.
         return StageResult(payload=CalibrateOutcome(solved=solved, waiting=NO_CALIBRATION))
-    ctx.progress(0.85 if solve else 0.1)
+    start = 0.85 if solve else 0.1
+    ctx.progress(start)
     # every observation is RFI-flagged as its tables are applied (a calibrator transit
     # was flagged by its solve), with the flagger the operator chose
     apply_selection(ms, selection, numerics=numerics,
-                    flagger=config.flagger if solved is None else None)
+                    flagger=config.flagger if solved is None else None,
+                    progress=lambda f: ctx.progress(start + (1 - start) * f))
     ctx.progress(1.0)
     return StageResult(payload=CalibrateOutcome(solved=solved, applied=selection))
 
 
 def apply_selection(ms: Path, selection: Selection, *, numerics: Numerics,
-                    flagger: str | None = None) -> Any:
+                    flagger: str | None = None,
+                    progress: Callable[[float], None] | None = None) -> Any:
     """Apply a selection: bandpass of the heaviest table, gains blended by weight.
 
-    flagger : RFI-flag the data first with it (None: FLAG as it is).
+    flagger : RFI-flag the data first with it (None: FLAG as it is); progress : 0..1.
     """
     heaviest = max(selection.tables, key=lambda t: t[3])
     bandpass = numerics.read_caltable(Path(heaviest[1]))
     gains = [(numerics.read_caltable(Path(g)), w) for _, _, g, w in selection.tables]
     return numerics.apply(ms, bandpass=bandpass, gains=gains if len(gains) > 1 else gains[0][0],
-                          flagger=flagger)
+                          flagger=flagger, progress=progress)
 
 
 def record_calibrate(store: Store, obs: Observation, result: StageResult, now: datetime, *,
