@@ -400,32 +400,30 @@ def test_stage_refuses_an_observation_without_a_measurement_set(store, home):
         run_calibrate(ctx, numerics=FakeNumerics().numerics())
 
 
-def test_the_configured_flagger_runs_before_the_solve(store, home):
+def _calibrate_with_each_flagger(store, home, obs_id: str) -> FakeNumerics:
+    """The stage run on ``obs_id`` once with aoflagger configured, once with robust."""
     from pipeline.runner import StageContext
-    cal = add_converted(store, TRANSIT_3C48)
     fake = FakeNumerics()
     for flagger in ("aoflagger", "robust"):
         config = CalibrationConfig(flagger=flagger)
-        inputs = prepare_calibrate(store, store.observation(cal), T0, config=config)
-        ctx = StageContext(observation=store.observation(cal), home=home, attempt=1,
+        inputs = prepare_calibrate(store, store.observation(obs_id), T0, config=config)
+        ctx = StageContext(observation=store.observation(obs_id), home=home, attempt=1,
                            progress=lambda f: None, inputs=inputs)
         run_calibrate(ctx, numerics=fake.numerics())
+    return fake
+
+
+def test_the_configured_flagger_runs_before_the_solve(store, home):
+    fake = _calibrate_with_each_flagger(store, home, add_converted(store, TRANSIT_3C48))
     assert fake.flaggers == ["aoflagger", "robust"]
     # a solve that passed QA applied its own tables; nothing else flagged the transit
     assert fake.applied == []
 
 
 def test_every_observation_is_flagged_before_tables_are_applied(store, home):
-    from pipeline.runner import StageContext
     add_table(store, TRANSIT_3C48)
     target = add_converted(store, TRANSIT_3C48 + timedelta(hours=3), dec=20.0)
-    fake = FakeNumerics()
-    for flagger in ("aoflagger", "robust"):
-        config = CalibrationConfig(flagger=flagger)
-        inputs = prepare_calibrate(store, store.observation(target), T0, config=config)
-        ctx = StageContext(observation=store.observation(target), home=home, attempt=1,
-                           progress=lambda f: None, inputs=inputs)
-        run_calibrate(ctx, numerics=fake.numerics())
+    fake = _calibrate_with_each_flagger(store, home, target)
     assert fake.flagged_ms == [(f"{target}.ms", "aoflagger"), (f"{target}.ms", "robust")]
     assert len(fake.applied) == 2 and fake.solved == []
 

@@ -183,19 +183,18 @@ def apply_calibration(ms: Path, *, bandpass: CalSolutions,
         report(0.5)
     with table(str(ms), readonly=False, ack=False) as t:
         data, flags = read_column(t, "DATA", np.complex64), read_column(t, "FLAG", bool)
+        time_s, a1, a2 = t.getcol("TIME"), t.getcol("ANTENNA1"), t.getcol("ANTENNA2")
         before = int(np.count_nonzero(flags)) if before is None else before
         if flagger == "robust":
-            flags, _ = flag_rows(data, flags, t.getcol("TIME"), t.getcol("ANTENNA1"),
-                                 t.getcol("ANTENNA2"), backend=backend)
+            flags, _ = flag_rows(data, flags, time_s, a1, a2, backend=backend)
             report(0.5)
         # the corrected data take DATA's memory: a fresh 1.4 GB array costs seconds of
         # page faults on a VM
-        corrected, flags, _ = corrected_arrays(ms, t, bandpass=bandpass, gains=gains,
-                                               backend=backend, data=data, flags=flags,
-                                               out=data)
+        correct_rows(ms, data, flags, time_s, a1, a2, bandpass=bandpass, gains=gains,
+                     backend=backend)
         report(0.7)
-        _ensure_corrected(t, t.getcoldesc("DATA"), corrected.shape[1], corrected.shape[2])
-        t.putcol("CORRECTED_DATA", corrected)
+        _ensure_corrected(t, t.getcoldesc("DATA"), data.shape[1], data.shape[2])
+        t.putcol("CORRECTED_DATA", data)
         t.putcol("FLAG", flags)
     report(1.0)
     n = max(flags.size, 1)
@@ -204,14 +203,15 @@ def apply_calibration(ms: Path, *, bandpass: CalSolutions,
                       seconds=_time.perf_counter() - t0)
 
 
-def corrected_arrays(ms: Path, t, *, bandpass: CalSolutions,
-                     gains: list[tuple[CalSolutions, float]] | CalSolutions,
-                     backend=None, data=None, flags=None, out=None):
-    """(corrected (nrow, nchan, npol) complex64, new FLAG, count flagged before).
+def correct_rows(ms: Path, data: np.ndarray, flags: np.ndarray, time_s, ant1, ant2, *,
+                 bandpass: CalSolutions,
+                 gains: list[tuple[CalSolutions, float]] | CalSolutions,
+                 backend=None) -> None:
+    """Calibrate MS rows in place: ``data`` /= g_i conj(g_j), bad gains OR-ed into ``flags``.
 
-    ``t`` is the open main table; ``data`` / ``flags`` may be passed when the caller
-    has them in memory already; ``out`` (may be ``data`` itself: each row block is read
-    before it is written) receives the corrected data instead of a new array.
+    data (nrow, nchan, npol) complex64 and flags (same shape, bool) as read from ``ms``;
+    time_s, ant1, ant2 : (nrow,) its TIME, ANTENNA1 and ANTENNA2. Row blocks of
+    ``ROW_BLOCK_BYTES`` keep the temporaries in cache; each is read before it is written.
     """
     from pipeline.backend import cpu_backend  # noqa: PLC0415
 
@@ -226,10 +226,6 @@ def corrected_arrays(ms: Path, t, *, bandpass: CalSolutions,
         names = [str(n) for n in ant.getcol("NAME")]
     with table(str(ms / "SPECTRAL_WINDOW"), ack=False) as spw:
         freqs = spw.getcol("CHAN_FREQ")[0]
-    time_s, a1, a2 = t.getcol("TIME"), t.getcol("ANTENNA1"), t.getcol("ANTENNA2")
-    data = t.getcol("DATA") if data is None else data
-    flags = t.getcol("FLAG") if flags is None else flags
-    before = int(flags.sum())
     B = _bandpass_for(ms, bandpass, freqs, _antenna_map(names, bandpass, "bandpass"))
     times, t_idx = np.unique(time_s, return_inverse=True)
     G = combine_gains([(_take_antennas(interpolate_gains(sol, times),
@@ -238,15 +234,12 @@ def corrected_arrays(ms: Path, t, *, bandpass: CalSolutions,
     xp = be.xp
     Bx = be.asarray(B.astype(np.complex64))
     Gx = be.asarray(G.astype(np.complex64))
-    out = np.empty(data.shape, np.complex64) if out is None else out
-    new_flags = flags.copy()
     step = max(1, ROW_BLOCK_BYTES // (8 * int(np.prod(data.shape[1:]))))
     for r0 in range(0, data.shape[0], step):
         rows = slice(r0, min(r0 + step, data.shape[0]))
-        i, j, k = (be.asarray(x[rows]) for x in (a1, a2, t_idx))
+        i, j, k = (be.asarray(x[rows]) for x in (ant1, ant2, t_idx))
         g1 = Bx[i] * Gx[k, i][:, None, :]
         g2 = Bx[j] * Gx[k, j][:, None, :]
         corr, bad = apply_gains(be.asarray(data[rows]), g1, g2, xp=xp)
-        out[rows] = be.to_host(corr)
-        new_flags[rows] |= be.to_host(bad)
-    return out, new_flags, before
+        data[rows] = be.to_host(corr)
+        flags[rows] |= be.to_host(bad)

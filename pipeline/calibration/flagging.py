@@ -3,8 +3,9 @@
 The kernel (:func:`robust_flags`) works on amplitudes arranged (ntime, nbl, nchan, npol)
 of cross-correlations. Three passes, each a median/MAD test at ``n_sigma``:
 
-1. in time: each sample against the median over time of its baseline, channel and
-   polarization (catches bursts: one integration, many channels);
+1. in time: each sample against a quadratic trend in time of its baseline, channel and
+   polarization, fitted twice, the second time without what the first found (catches
+   bursts: one integration, many channels);
 2. in frequency: each baseline's time-mean spectrum (of the samples pass 1 kept)
    above a running median of its 4 neighbouring channels (catches narrow-band RFI that
    is there all the time; the running median follows the smooth bandpass ripple; only
@@ -103,7 +104,8 @@ def _robust_flags(amp, flags, *, n_sigma, bad_channel_fraction, min_relative, sk
     skip = None if skip is None or not bool(xp.any(xp.asarray(skip))) else xp.asarray(skip)
     # passes 1 and 2 judge each baseline by itself: blocks of baselines keep the
     # temporaries in cache and the memory bounded whatever the size of the chunk; one
-    # thread, as the calibrator model is made on the other core meanwhile
+    # thread, as the other core is busy meanwhile (a solve's calibrator model, or the
+    # runner's other stages)
     step = max(1, _BLOCK_SAMPLES // max(1, ntime * nchan * npol))
     per_chan = xp.zeros(nchan, dtype=xp.int64)
     for b0 in range(0, nbl, step):

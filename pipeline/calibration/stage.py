@@ -31,6 +31,7 @@ from astropy.time import Time
 from pipeline.calibration.registry import (
     CalibrationConfig,
     CaltableRecord,
+    Flagger,
     Selection,
     qa_verdict,
     select_caltables,
@@ -262,7 +263,7 @@ def run_calibrate(ctx: StageContext, *, numerics: Numerics) -> StageResult:
 
 
 def apply_selection(ms: Path, selection: Selection, *, numerics: Numerics,
-                    flagger: str | None = None,
+                    flagger: Flagger | None = None,
                     progress: Callable[[float], None] | None = None) -> Any:
     """Apply a selection: bandpass of the heaviest table, gains blended by weight.
 
