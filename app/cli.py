@@ -13,11 +13,11 @@ from datetime import UTC, datetime, timedelta
 from pipeline import __version__
 from pipeline.errors import ContimgError
 from pipeline.home import Home
-from pipeline.phasing import use_bundled_iers
-from pipeline.process_settings import configure_process
-from pipeline.runner import Runner, RunnerConfig
+from pipeline.instrument.phasing import use_bundled_iers
+from pipeline.jobs.default_stages import default_registry
+from pipeline.jobs.runner import Runner, RunnerConfig
+from pipeline.process_tuning import configure_process
 from pipeline.settings import load_settings, settings_path, settings_tables, settings_toml
-from pipeline.stages import default_registry
 from pipeline.store import Store
 
 
@@ -186,8 +186,8 @@ def _simulation_window(args: argparse.Namespace) -> tuple[datetime, float]:
         if start.tzinfo is not None:
             start = start.astimezone(UTC).replace(tzinfo=None)
     if args.transit_of:
-        from pipeline.simulate.sky import load_calibrators  # noqa: PLC0415
-        from pipeline.transits import apparent_position, previous_transit  # noqa: PLC0415
+        from pipeline.instrument.sky import load_calibrators  # noqa: PLC0415
+        from pipeline.instrument.transits import apparent_position, previous_transit  # noqa: PLC0415
         cals = load_calibrators()
         names = {n.upper(): i for i, n in enumerate(cals.names)}
         if args.transit_of.upper() not in names:
@@ -246,7 +246,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not args.verbose:
         logging.getLogger("apscheduler").setLevel(logging.WARNING)  # one line per tick otherwise
     use_bundled_iers()  # a closed observatory network: astropy must never try to download
-    configure_process()  # before any stage thread starts (pipeline/process_settings.py says why)
+    configure_process()  # before any stage thread starts (pipeline/process_tuning.py says why)
     try:
         home = Home.resolve(getattr(args, "home", None))
         return COMMANDS[args.command](args, home)

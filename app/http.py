@@ -11,7 +11,7 @@ from tornado.iostream import StreamClosedError
 from tornado.web import HTTPError, RequestHandler
 
 from pipeline import __version__
-from pipeline.runner_state import RunnerState
+from pipeline.jobs.runner_state import RunnerState
 from pipeline.store import Store
 
 

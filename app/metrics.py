@@ -8,7 +8,7 @@ from prometheus_client import CollectorRegistry
 from prometheus_client.core import GaugeMetricFamily, HistogramMetricFamily, Metric
 
 from pipeline import __version__
-from pipeline.runner_state import RunnerState
+from pipeline.jobs.runner_state import RunnerState
 from pipeline.store import Histogram, Store
 
 STAGE_DURATION_BOUNDS_S = (1, 2, 5, 10, 20, 30, 60, 120, 300, 600, 1800)

@@ -17,10 +17,10 @@ from app.http import HealthHandler, ImageFileHandler, MetricsHandler
 from app.metrics import metrics_registry
 from pipeline.errors import ContimgError
 from pipeline.home import Home
-from pipeline.runner import Runner, RunnerConfig
-from pipeline.runner_state import RunnerState
+from pipeline.jobs.default_stages import default_registry
+from pipeline.jobs.runner import Runner, RunnerConfig
+from pipeline.jobs.runner_state import RunnerState
 from pipeline.settings import Settings, load_settings
-from pipeline.stages import default_registry
 from pipeline.store import Store
 from views.pages import PAGES, PageSpec
 

@@ -41,8 +41,8 @@ TARGET_STEPS = ("flag", "model", "bandpass", "gains", "tables", "apply")
 def convert_only(home: Path) -> None:
     """Ingest and convert what is in ``home``'s incoming/, nothing after conversion."""
     from pipeline.home import Home
-    from pipeline.runner import Runner, StageRegistry
-    from pipeline.stages import default_registry
+    from pipeline.jobs.default_stages import default_registry
+    from pipeline.jobs.runner import Runner, StageRegistry
     from pipeline.store import Store
 
     shipped = default_registry()
@@ -127,7 +127,7 @@ def main() -> None:
     parser.add_argument("--keep", type=Path, help="make the home in / reuse it from this DIR")
     args = parser.parse_args()
     from pipeline.backend import gpu_status
-    from pipeline.process_settings import configure_process
+    from pipeline.process_tuning import configure_process
 
     configure_process()  # as contimg's own processes run
     tmp = None if args.keep else tempfile.TemporaryDirectory(prefix="bench-cal-")

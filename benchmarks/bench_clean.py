@@ -172,7 +172,7 @@ def main() -> None:
 
     from pipeline.backend import gpu_status
     from pipeline.imaging.config import ImagingConfig
-    from pipeline.process_settings import configure_process
+    from pipeline.process_tuning import configure_process
     from pipeline.simulate import load_truth
 
     configure_process()  # as contimg's own processes run

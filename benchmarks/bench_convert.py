@@ -42,7 +42,7 @@ def make_chunk(directory: Path) -> list[Path]:
 
 
 def run_contimg(files: list[str], ms_dir: str, queue) -> None:
-    from pipeline.convert import convert_group
+    from pipeline.convert.stage import convert_group
     out = {}
     for run in ("cold", "warm"):
         shutil.rmtree(Path(ms_dir) / f"{OBS_ID}.ms", ignore_errors=True)
@@ -77,7 +77,7 @@ def run_plain(files: list[str], ms_dir: str, queue) -> None:
     import numpy as np
     from pyuvdata import UVData
 
-    from pipeline.phasing import meridian_icrs_deg, mid_jd, use_bundled_iers
+    from pipeline.instrument.phasing import meridian_icrs_deg, mid_jd, use_bundled_iers
     use_bundled_iers()
     warnings.simplefilter("ignore")
     os.sync()

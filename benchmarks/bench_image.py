@@ -179,7 +179,7 @@ def main() -> None:
     parser.add_argument("--npix", type=int, default=4096)
     parser.add_argument("--cell-arcsec", type=float, default=3.0)
     args = parser.parse_args()
-    from pipeline.process_settings import configure_process
+    from pipeline.process_tuning import configure_process
 
     configure_process()  # as contimg's own processes run
     tmp = None if args.keep else tempfile.TemporaryDirectory(prefix="bench-image-")

@@ -20,7 +20,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 from conftest import CHROMIUM, CHROMIUM_ARGS, ServedHome  # noqa: E402
 
 from pipeline.home import Home  # noqa: E402
-from pipeline.states import STATES  # noqa: E402
+from pipeline.jobs.states import STATES  # noqa: E402
 from pipeline.store import Store  # noqa: E402
 
 

@@ -31,10 +31,10 @@ from pipeline.calibration.registry import CalibrationConfig
 from pipeline.errors import ContimgError
 from pipeline.home import Home
 from pipeline.imaging.config import ImagingConfig
-from pipeline.ingest import IngestConfig
+from pipeline.ingest.ingester import IngestConfig
+from pipeline.jobs.runner import RunnerConfig
 from pipeline.photometry.forced import PhotometryConfig
 from pipeline.photometry.thresholds import VariabilityThresholds
-from pipeline.runner import RunnerConfig
 
 SETTINGS_FILE = "contimg.toml"
 

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from pipeline.home import Home
-from pipeline.process_settings import configure_process
+from pipeline.process_tuning import configure_process
 from pipeline.settings import write_settings_file
 from pipeline.store import Store
 

@@ -13,9 +13,9 @@ from astropy.io import fits
 from astropy.wcs import WCS
 from PIL import Image
 
-from pipeline.image_products import read_plane, sources_in_plane
-from pipeline.simulate.sky import Sky
+from pipeline.instrument.sky import Sky
 from pipeline.store import Store
+from pipeline.store.image_files import read_plane, sources_in_plane
 
 T_IMG = datetime(2026, 11, 23, 6, 0, 0)
 FREQ_HZ = 1.405e9

@@ -18,8 +18,8 @@ from astropy.io import fits
 from astropy.time import Time
 from astropy.wcs import WCS
 
+from pipeline.instrument.sky import airy_power
 from pipeline.photometry.forced import beam_precision_px
-from pipeline.simulate.sky import airy_power
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -51,7 +51,7 @@ def test_process_settings_leave_one_blas_thread_and_keep_freed_blocks():
 
     from threadpoolctl import threadpool_info
 
-    from pipeline.process_settings import configure_process, keep_freed_memory
+    from pipeline.process_tuning import configure_process, keep_freed_memory
 
     configure_process()
     blas = [p for p in threadpool_info() if p["user_api"] == "blas"]

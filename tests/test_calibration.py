@@ -32,7 +32,7 @@ from pipeline.calibration.model import CalibratorNotFound, averaged_model, calib
 from pipeline.calibration.solve_ms import CalibrationError, flux_ratio, solve_calibrator_ms
 from pipeline.calibration.solver import stefcal
 from pipeline.errors import ContimgError
-from pipeline.predict import C_M_S
+from pipeline.instrument.predict import C_M_S
 from pipeline.simulate import load_truth
 
 HAVE_GPU = gpu_status()[0]

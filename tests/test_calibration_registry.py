@@ -34,8 +34,9 @@ from pipeline.calibration.stage import (
     run_calibrate,
     transit_calibrator,
 )
-from pipeline.runner import Runner, StageRegistry, StageWait
-from pipeline.transits import previous_transit
+from pipeline.instrument.transits import previous_transit
+from pipeline.jobs.contract import StageWait
+from pipeline.jobs.runner import Runner, StageRegistry
 
 CFG = CalibrationConfig()
 T = 61000.0  # observation mid-time, MJD
@@ -391,7 +392,7 @@ def test_prepare_waits_when_nothing_to_solve_or_apply(store):
 
 
 def test_stage_refuses_an_observation_without_a_measurement_set(store, home):
-    from pipeline.runner import StageContext
+    from pipeline.jobs.contract import StageContext
     store.add_observation(obs_id="bare", start_utc=T0, mid_mjd=T, dec_deg=33.0,
                           n_subbands=16, now=T0, state="converted")
     ctx = StageContext(observation=store.observation("bare"), home=home, attempt=1,
@@ -402,7 +403,7 @@ def test_stage_refuses_an_observation_without_a_measurement_set(store, home):
 
 def _calibrate_with_each_flagger(store, home, obs_id: str) -> FakeNumerics:
     """The stage run on ``obs_id`` once with aoflagger configured, once with robust."""
-    from pipeline.runner import StageContext
+    from pipeline.jobs.contract import StageContext
     fake = FakeNumerics()
     for flagger in ("aoflagger", "robust"):
         config = CalibrationConfig(flagger=flagger)
@@ -435,8 +436,8 @@ def test_real_numerics_solve_a_transit_and_calibrate_its_neighbours(home, clock)
     from conftest import contimg
 
     from pipeline.calibration.summary import solutions_summary
+    from pipeline.jobs.default_stages import default_registry
     from pipeline.simulate import load_truth
-    from pipeline.stages import default_registry
     from pipeline.store import Store
 
     sim = contimg("simulate", "--home", str(home.root), "--start", "2026-11-23T05:12:00",

@@ -24,13 +24,9 @@ from conftest import contimg
 from pyuvdata import UVData
 from uvh5_factory import INT_TIME_S, NAME_FORMAT, OVRO, telescope, write_chunk
 
-from pipeline.convert import convert_group, ms_paths, phase_to_meridian
-from pipeline.ms_writer import write_ms_blocks
-from pipeline.phasing import meridian_icrs_deg, mid_jd, use_bundled_iers
-from pipeline.runner import Runner, StageRegistry
-from pipeline.stages import default_registry
-from pipeline.store import Store
-from pipeline.uvh5_group import (
+from pipeline.convert.ms_writer import write_ms_blocks
+from pipeline.convert.stage import convert_group, ms_paths, phase_to_meridian
+from pipeline.convert.uvh5_group import (
     Block,
     apply_w_phasor_inplace,
     block_rows,
@@ -38,6 +34,10 @@ from pipeline.uvh5_group import (
     open_group,
     read_group,
 )
+from pipeline.instrument.phasing import meridian_icrs_deg, mid_jd, use_bundled_iers
+from pipeline.jobs.default_stages import default_registry
+from pipeline.jobs.runner import Runner, StageRegistry
+from pipeline.store import Store
 
 START = datetime(2026, 11, 23, 12, 0, 0)
 OBS_ID = START.strftime(NAME_FORMAT)
@@ -342,7 +342,7 @@ def test_subband_with_other_baselines_fails_naming_it(chunk, chunk_master, tmp_p
 
 
 def test_row_weights_equal_the_median():
-    from pipeline.ms_writer import row_weights
+    from pipeline.convert.ms_writer import row_weights
     rng = np.random.default_rng(2)
     nsample = np.ones((50, 7, 2), np.float32)
     nsample[::3] = rng.uniform(0, 1, (17, 7, 2))
@@ -420,7 +420,7 @@ def test_writer_rejects_blocks_that_miss_rows(chunk, tmp_path):
 
 
 def test_row_weights_median_of_mixed_rows_per_polarization():
-    from pipeline.ms_writer import row_weights
+    from pipeline.convert.ms_writer import row_weights
     nsample = np.ones((4, 5, 2), np.float32)
     nsample[1, :, 0] = 2.0          # constant per pol, different between pols
     nsample[2, 3, 1] = 0.0          # one channel differs in one pol only

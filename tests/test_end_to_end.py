@@ -13,8 +13,8 @@ from astropy.time import Time
 from casacore.tables import table
 from conftest import contimg
 
-from pipeline.phasing import use_bundled_iers
-from pipeline.simulate.instrument import INTEGRATION_S, OVRO, load_layout
+from pipeline.instrument.phasing import use_bundled_iers
+from pipeline.instrument.telescope import INTEGRATION_S, OVRO, load_layout
 
 N_ANT, N_CHAN, DEC = 6, 1, 33.16
 START = "2026-11-23T12:00:00"  # no calibrator transits: calibrate waits for a table

@@ -17,7 +17,7 @@ from PIL import Image
 
 from pipeline.cutouts import CutoutError, cutout, cutout_png
 from pipeline.exports import ExportError, csv_bytes, votable_bytes, write_csv, write_votable
-from pipeline.store_sources import FilterSpec
+from pipeline.store.sources import FilterSpec
 
 
 def write_image(path: Path, *, ra0: float, dec0: float, npix: int = 128, cell_arcsec: float = 10.0,

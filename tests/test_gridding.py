@@ -11,11 +11,11 @@ import pytest
 from casacore.tables import table
 from conftest import contimg
 
-from pipeline import predict
 from pipeline.backend import cpu_backend, get_backend, gpu_status
 from pipeline.imaging import gpu_gridding, gridding
 from pipeline.imaging.ms_reader import ImagingDataError, read_imaging_data
-from pipeline.simulate.instrument import load_layout
+from pipeline.instrument import predict
+from pipeline.instrument.telescope import load_layout
 
 HAVE_GPU = gpu_status()[0]
 needs_gpu = pytest.mark.skipif(not HAVE_GPU, reason=f"no GPU: {gpu_status()[1]}")
@@ -191,8 +191,8 @@ def test_gridder_refuses_what_it_cannot_grid(sky_data):
 def sim_ms(tmp_path_factory) -> Path:
     """A converted (uncalibrated) 12-antenna transit of 3C48, no noise, unit gains."""
     from pipeline.home import Home
-    from pipeline.runner import Runner, StageRegistry
-    from pipeline.stages import default_registry
+    from pipeline.jobs.default_stages import default_registry
+    from pipeline.jobs.runner import Runner, StageRegistry
     from pipeline.store import Store
 
     home = tmp_path_factory.mktemp("img") / "home"

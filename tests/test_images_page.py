@@ -17,7 +17,7 @@ from playwright.sync_api import expect
 
 from pipeline.home import Home
 from pipeline.store import Store
-from pipeline.store_images import ImageFilter
+from pipeline.store.images import ImageFilter
 from views.image_viewer import (
     CLIPS,
     ImageViewer,

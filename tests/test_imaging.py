@@ -35,11 +35,11 @@ from pipeline.imaging.primary_beam import (
 from pipeline.imaging.products import ImageGeometry, from_fits_array, thumbnail, write_fits
 from pipeline.imaging.qa import ReferenceMatch, assess, theoretical_rms
 from pipeline.imaging.stage import image_ms
-from pipeline.phasing import meridian_icrs_deg, use_bundled_iers
+from pipeline.instrument.phasing import meridian_icrs_deg, use_bundled_iers
+from pipeline.instrument.sky import airy_power
+from pipeline.instrument.telescope import CHUNK_S, OVRO
 from pipeline.simulate import load_truth
-from pipeline.simulate.instrument import CHUNK_S, OVRO
 from pipeline.simulate.run import SimConfig, simulate
-from pipeline.simulate.sky import airy_power
 
 HAVE_GPU = gpu_status()[0]
 needs_gpu = pytest.mark.skipif(not HAVE_GPU, reason=f"no GPU: {gpu_status()[1]}")

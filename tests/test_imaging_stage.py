@@ -16,7 +16,7 @@ from astropy.wcs import WCS
 from conftest import T0, add_observations
 
 from pipeline.calibration.stage import calibrate_stage, prepare_calibrate, record_calibrate
-from pipeline.convert import convert_stage
+from pipeline.convert.stage import convert_stage
 from pipeline.errors import ContimgError
 from pipeline.home import Home
 from pipeline.imaging.beam import Beam
@@ -30,10 +30,11 @@ from pipeline.imaging.stage import (
     record_image,
     stage_inputs,
 )
-from pipeline.ingest import IngestConfig, Ingester
-from pipeline.runner import Runner, StageContext, StageRegistry, StageResult
-from pipeline.simulate.sky import load_calibrators
-from pipeline.stages import default_registry
+from pipeline.ingest.ingester import IngestConfig, Ingester
+from pipeline.instrument.sky import load_calibrators
+from pipeline.jobs.contract import StageContext, StageResult
+from pipeline.jobs.default_stages import default_registry
+from pipeline.jobs.runner import Runner, StageRegistry
 from pipeline.store import Store
 
 SMALL = ImagingConfig(npix=256, niter=300, backend="cpu")

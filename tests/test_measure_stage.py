@@ -11,6 +11,9 @@ from astropy.time import Time
 from conftest import T0
 from photometry_factory import FakeField, sky_model, write_image
 
+from pipeline.jobs.contract import StageContext, TaskContext
+from pipeline.jobs.default_stages import default_registry
+from pipeline.jobs.runner import Runner, StageRegistry
 from pipeline.photometry.catalog_seed import catalog_frame
 from pipeline.photometry.stage import (
     MeasureInputError,
@@ -20,8 +23,6 @@ from pipeline.photometry.stage import (
     record_measure,
     resort_photometry_task,
 )
-from pipeline.runner import Runner, StageContext, StageRegistry, TaskContext
-from pipeline.stages import default_registry
 
 # 1.1° of sky at Dec 33° with a 60" × 50" beam: a few dozen catalog sources.
 FIELD = FakeField(npix=200, cell_arcsec=20.0, bmaj_arcsec=60.0, bmin_arcsec=50.0,

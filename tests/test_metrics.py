@@ -11,8 +11,8 @@ from prometheus_client import generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
 from app.metrics import STAGE_DURATION_BOUNDS_S, metrics_registry
-from pipeline.runner import Runner, RunnerConfig, StageRegistry
-from pipeline.runner_state import RunnerState
+from pipeline.jobs.runner import Runner, RunnerConfig, StageRegistry
+from pipeline.jobs.runner_state import RunnerState
 from pipeline.store import Store
 
 

@@ -1,11 +1,11 @@
-"""pipeline.predict against slow, obvious references."""
+"""pipeline.instrument.predict against slow, obvious references."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-from pipeline.predict import (
+from pipeline.instrument.predict import (
     C_M_S,
     ModelImage,
     PointSources,

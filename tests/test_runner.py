@@ -9,9 +9,10 @@ from datetime import timedelta
 import pytest
 from conftest import add_observations
 
-from pipeline.runner import Runner, RunnerConfig, StageRegistry, StageResult
-from pipeline.runner_state import RunnerState
-from pipeline.states import STAGES, stage_spec
+from pipeline.jobs.contract import StageResult
+from pipeline.jobs.runner import Runner, RunnerConfig, StageRegistry
+from pipeline.jobs.runner_state import RunnerState
+from pipeline.jobs.states import STAGES, stage_spec
 
 CONVERT = stage_spec("convert")
 
@@ -302,7 +303,7 @@ def test_stage_result_cannot_set_other_columns(store, home, clock):
 
 
 def test_stage_that_cannot_start_yet_waits_without_spending_attempts(store, home, clock):
-    from pipeline.runner import StageWait
+    from pipeline.jobs.contract import StageWait
     [obs] = add_observations(store, 1, state="converted")
     tables: list[str] = []
 

@@ -15,10 +15,11 @@ from app.cli import CommandLineError, main, runner_config
 from pipeline.calibration.registry import CalibrationConfig
 from pipeline.home import Home
 from pipeline.imaging.config import ImagingConfig
-from pipeline.ingest import IngestConfig
+from pipeline.ingest.ingester import IngestConfig
+from pipeline.jobs.default_stages import default_registry
+from pipeline.jobs.runner import RunnerConfig
 from pipeline.photometry.forced import PhotometryConfig
 from pipeline.photometry.thresholds import VariabilityThresholds
-from pipeline.runner import RunnerConfig
 from pipeline.settings import (
     Settings,
     SettingsError,
@@ -28,7 +29,6 @@ from pipeline.settings import (
     settings_path,
     settings_toml,
 )
-from pipeline.stages import default_registry
 from pipeline.store import Store
 
 CHANGED = Settings(

@@ -13,10 +13,17 @@ from conftest import contimg
 from pyuvdata import UVData
 from scipy.special import j1
 
-from pipeline.predict import C_M_S
-from pipeline.simulate import SimConfig, Sky, load_catalog, load_truth, simulate
-from pipeline.simulate.instrument import DEFAULT_LAYOUT, INTEGRATION_S, load_layout
-from pipeline.simulate.sky import load_calibrators, meridian_icrs, perley_butler, source_enu
+from pipeline.instrument.predict import C_M_S
+from pipeline.instrument.sky import (
+    Sky,
+    load_calibrators,
+    load_catalog,
+    meridian_icrs,
+    perley_butler,
+    source_enu,
+)
+from pipeline.instrument.telescope import DEFAULT_LAYOUT, INTEGRATION_S, load_layout
+from pipeline.simulate import SimConfig, load_truth, simulate
 from pipeline.simulate.writer import offline_iers
 
 T0 = datetime(2026, 11, 23, 12, 0, 0)
@@ -319,7 +326,7 @@ def test_cli_bad_arguments_one_line_error(tmp_path, bad, match):
 
 
 def test_cli_centres_a_run_on_a_calibrator_transit(tmp_path):
-    from pipeline.transits import hour_angle_deg
+    from pipeline.instrument.transits import hour_angle_deg
     home = tmp_path / "home"
     result = contimg("simulate", "--home", str(home), "--transit-of", "3C48", "--minutes", "10",
                      "--antennas", "6", "--channels-per-subband", "1", "--start",

@@ -16,7 +16,7 @@ from test_store_sources import fill_sources
 
 from pipeline.home import Home
 from pipeline.store import Store
-from pipeline.store_sources import FilterSpec
+from pipeline.store.sources import FilterSpec
 from views.sources_page import SourcesPage, parse_position
 
 N_SOURCES, N_EPOCHS, MISSING_EVERY = 120, 6, 10

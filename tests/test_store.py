@@ -12,7 +12,7 @@ from conftest import T0, add_observations
 
 from pipeline.errors import HomeError, SchemaTooNew, StoreCorrupt, StoreLocked
 from pipeline.home import Home
-from pipeline.states import STAGES, STATES
+from pipeline.jobs.states import STAGES, STATES
 from pipeline.store import MIGRATIONS_DIR, Store, find_migrations
 
 REQUIRED_TABLES = {"observations", "jobs", "caltables", "images", "sources", "photometry",

@@ -12,7 +12,7 @@ from astropy.coordinates import SkyCoord
 from conftest import T0
 
 from pipeline.store import Store
-from pipeline.store_sources import FilterSpec, InvalidFilter
+from pipeline.store.sources import FilterSpec, InvalidFilter
 
 
 def variability_rows(phot: pd.DataFrame) -> pd.DataFrame:

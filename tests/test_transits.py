@@ -9,8 +9,8 @@ from astropy import units as u
 from astropy.coordinates import TETE, SkyCoord
 from astropy.time import Time
 
-from pipeline.simulate.instrument import OVRO
-from pipeline.transits import hour_angle_deg, next_transit, previous_transit
+from pipeline.instrument.telescope import OVRO
+from pipeline.instrument.transits import hour_angle_deg, next_transit, previous_transit
 
 RA_3C48, DEC_3C48 = 24.422083, 33.15975
 

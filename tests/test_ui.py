@@ -11,9 +11,9 @@ from playwright.sync_api import expect
 from tornado.ioloop import IOLoop
 
 from app.server import AppContext, make_server
-from pipeline.runner import Runner, RunnerConfig, StageRegistry
-from pipeline.runner_state import RunnerState
-from pipeline.states import STATES
+from pipeline.jobs.runner import Runner, RunnerConfig, StageRegistry
+from pipeline.jobs.runner_state import RunnerState
+from pipeline.jobs.states import STATES
 from pipeline.store import Store
 from views.pages import PAGES
 
@@ -130,7 +130,7 @@ def test_overview_updates_live_while_jobs_run(live_server, page):
 @pytest.fixture
 def served_with_failure(home):
     """Four pending observations and one the runner quarantined after a real failure."""
-    from pipeline.runner import RunnerConfig as Config
+    from pipeline.jobs.runner import RunnerConfig as Config
     with Store.open(home) as store:
         [bad] = add_observations(store, 1, prefix="bad-")
 

@@ -7,7 +7,7 @@ import pytest
 
 from pipeline.backend import cpu_backend, get_backend, gpu_status
 from pipeline.imaging.weighting import WeightingError, imaging_weights, weight_density
-from pipeline.predict import C_M_S
+from pipeline.instrument.predict import C_M_S
 
 HAVE_GPU = gpu_status()[0]
 needs_gpu = pytest.mark.skipif(not HAVE_GPU, reason=f"no GPU: {gpu_status()[1]}")

@@ -19,7 +19,7 @@ from astropy.time import Time
 from pyuvdata import Telescope, UVData
 from pyuvdata.utils import ECEF_from_ENU
 
-from pipeline.phasing import use_bundled_iers
+from pipeline.instrument.phasing import use_bundled_iers
 
 OVRO = EarthLocation.from_geodetic(lon=-118.2825 * u.deg, lat=37.2339 * u.deg, height=1222 * u.m)
 N_SUBBANDS = 16

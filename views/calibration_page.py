@@ -26,8 +26,8 @@ from bokeh.plotting import figure
 from pipeline.calibration.registry import CalibrationConfig
 from pipeline.calibration.stage import selection_for
 from pipeline.calibration.summary import SolutionsSummary, solutions_summary
-from pipeline.runner import utcnow
-from pipeline.runner_state import RunnerState
+from pipeline.jobs.runner import utcnow
+from pipeline.jobs.runner_state import RunnerState
 from pipeline.store import Store
 from views.live import LiveLink
 

@@ -14,7 +14,7 @@ import panel as pn
 import param
 
 from pipeline.gpu_devices import GpuReading, ImagingBackend, imaging_backend, read_gpus
-from pipeline.runner_state import RunnerState
+from pipeline.jobs.runner_state import RunnerState
 from pipeline.store import Store
 from views.live import LiveLink
 

@@ -18,8 +18,8 @@ import panel as pn
 import param
 
 from pipeline.errors import ContimgError
-from pipeline.image_products import ImagePlane
 from pipeline.store import Store
+from pipeline.store.image_files import ImagePlane
 
 CMAPS = ("inferno", "gray", "viridis", "magma", "cividis", "coolwarm")
 SCALINGS = ("linear", "log", "asinh")

@@ -16,9 +16,9 @@ import panel as pn
 import param
 from panel.reactive import ReactiveHTML
 
-from pipeline.runner_state import RunnerState
+from pipeline.jobs.runner_state import RunnerState
 from pipeline.store import Store
-from pipeline.store_images import ImageFilter, mjd_to_utc
+from pipeline.store.images import ImageFilter, mjd_to_utc
 from views.image_viewer import ImageViewer
 from views.live import LiveLink
 

@@ -6,7 +6,7 @@ from collections.abc import Callable
 
 import panel as pn
 
-from pipeline.runner_state import RunnerState
+from pipeline.jobs.runner_state import RunnerState
 
 
 class LiveLink:

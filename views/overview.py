@@ -8,8 +8,8 @@ import pandas as pd
 import panel as pn
 import param
 
-from pipeline.runner_state import RunnerState
-from pipeline.states import STAGES, STATES
+from pipeline.jobs.runner_state import RunnerState
+from pipeline.jobs.states import STAGES, STATES
 from pipeline.store import Store
 from views.live import LiveLink
 

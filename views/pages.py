@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 import panel as pn
 
-from pipeline.runner_state import RunnerState
+from pipeline.jobs.runner_state import RunnerState
 from pipeline.store import Store
 from views.calibration_page import CalibrationPage
 from views.gpu_page import GpuPage

@@ -22,10 +22,10 @@ from bokeh.plotting import figure
 from pipeline.cutouts import cutout_png
 from pipeline.errors import ContimgError
 from pipeline.exports import csv_bytes, votable_bytes
+from pipeline.jobs.runner_state import RunnerState
 from pipeline.photometry.thresholds import VariabilityThresholds
-from pipeline.runner_state import RunnerState
 from pipeline.store import Store
-from pipeline.store_sources import FilterSpec, InvalidFilter
+from pipeline.store.sources import FilterSpec, InvalidFilter
 from views.live import LiveLink
 
 MJD_UNIX_EPOCH = 40587.0

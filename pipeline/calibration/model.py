@@ -2,7 +2,7 @@
 
 The calibrator's Perley-Butler spectrum, attenuated by the 4.65 m Airy power pattern at
 its angle from the (fixed, meridian) pointing at each integration, predicted through
-:func:`pipeline.predict.predict` in the MS's own phasing and conjugation.
+:func:`pipeline.instrument.predict.predict` in the MS's own phasing and conjugation.
 
 Geometry. The MS holds UVW = -R_t b for baselines b = x[ant2] - x[ant1] in the local
 (east, north, up) frame, R_t the rotation its phasing used at time t (pyuvdata's
@@ -28,9 +28,8 @@ import numpy as np
 from casacore.tables import table
 
 from pipeline.errors import ContimgError
-from pipeline.predict import C_M_S, PointSources, predict
-from pipeline.simulate.instrument import CHANNEL_WIDTH_HZ, OVRO, Site
-from pipeline.simulate.sky import (
+from pipeline.instrument.predict import C_M_S, PointSources, predict
+from pipeline.instrument.sky import (
     DEFAULT_CALIBRATORS,
     DEFAULT_CATALOG,
     Sky,
@@ -40,6 +39,7 @@ from pipeline.simulate.sky import (
     pointing_enu,
     source_enu,
 )
+from pipeline.instrument.telescope import CHANNEL_WIDTH_HZ, OVRO, Site
 
 #: catalog sources further than this from the phase centre are left out of a model
 FIELD_RADIUS_DEG = 5.0
@@ -245,7 +245,7 @@ def compute_model(inputs: ModelInputs, *, dtype=np.complex64) -> np.ndarray:
     """(nrow, nchan) model visibilities from :func:`read_model_inputs` (opens no table)."""
     from pyuvdata.utils.times import get_lst_for_time  # noqa: PLC0415
 
-    from pipeline.phasing import use_bundled_iers  # noqa: PLC0415
+    from pipeline.instrument.phasing import use_bundled_iers  # noqa: PLC0415
 
     use_bundled_iers()
     site, sky, freqs, width = inputs.site, inputs.sky, inputs.freqs, inputs.width
@@ -342,7 +342,7 @@ def _predict_dft(xyz, ant1, ant2, rel, freqs, flux, *, dtype, out=None):
 
     The factorised DFT is one (nant x nsrc) @ (nsrc x nant) GEMM per channel: 18 k small
     GEMMs for a 768-channel, 24-integration chunk, which is why the process runs BLAS on
-    one thread (pipeline/process_settings.py).
+    one thread (pipeline/process_tuning.py).
     """
     src = PointSources(l=rel[:, 0], m=rel[:, 1], w_coeff=rel[:, 2], flux=flux)
     return predict(None, freqs, src, antennas=(xyz, ant1, ant2), dtype=dtype,

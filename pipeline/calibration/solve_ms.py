@@ -109,7 +109,7 @@ def solve_calibrator_ms(ms: Path, *, calibrator: str, out_dir: Path, refant: str
         The RFI flagger run before solving: this package's median/MAD flagger, or
         Debian's ``aoflagger`` program (a clear error when it is not installed).
 
-    The BLAS work here is many small products: run it with pipeline.process_settings's
+    The BLAS work here is many small products: run it with pipeline.process_tuning's
     configure_process() in effect (contimg's entry points set it).
     """
     from pipeline.backend import get_backend  # noqa: PLC0415

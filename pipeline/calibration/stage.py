@@ -24,7 +24,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from astropy.time import Time
 
@@ -38,8 +38,10 @@ from pipeline.calibration.registry import (
     validity_window,
 )
 from pipeline.errors import ObservationError
-from pipeline.runner import StageContext, StageResult, StageWait
-from pipeline.store import Observation, Store
+from pipeline.jobs.contract import Observation, StageContext, StageResult, StageWait
+
+if TYPE_CHECKING:
+    from pipeline.store import Store
 
 log = logging.getLogger(__name__)
 
@@ -127,9 +129,9 @@ def calibrator_at(mid_mjd: float, dec_deg: float, *, radius_deg: float = 1.0
     A drift scan points at the apparent (LST, dec) at mid-time, compared here in ICRS
     with the calibrators; no Measurement Set is read.
     """
-    from pipeline.phasing import meridian_icrs_deg  # noqa: PLC0415
-    from pipeline.simulate.instrument import OVRO  # noqa: PLC0415
-    from pipeline.simulate.sky import load_calibrators  # noqa: PLC0415
+    from pipeline.instrument.phasing import meridian_icrs_deg  # noqa: PLC0415
+    from pipeline.instrument.sky import load_calibrators  # noqa: PLC0415
+    from pipeline.instrument.telescope import OVRO  # noqa: PLC0415
 
     cals = load_calibrators()
     ra_m, dec_m = meridian_icrs_deg(mid_mjd + 2400000.5, dec_deg, OVRO.earth_location())
@@ -151,8 +153,8 @@ def transit_calibrator(mid_mjd: float, dec_deg: float, *, half_duration_s: float
     two or three chunks pass the radius test; the half-open interval gives each transit
     to exactly one of them, and the others apply its table.
     """
-    from pipeline.simulate.sky import load_calibrators  # noqa: PLC0415
-    from pipeline.transits import seconds_from_transit  # noqa: PLC0415
+    from pipeline.instrument.sky import load_calibrators  # noqa: PLC0415
+    from pipeline.instrument.transits import seconds_from_transit  # noqa: PLC0415
 
     found = calibrator_at(mid_mjd, dec_deg, radius_deg=radius_deg)
     if found is None:
@@ -173,7 +175,7 @@ def chunk_half_duration_s(obs: Observation) -> float:
 
 def calibrator_model_flux_jy(name: str) -> float | None:
     """The calibrator's Perley–Butler flux density at 1.4 GHz, Jy (None if not listed)."""
-    from pipeline.simulate.sky import load_calibrators  # noqa: PLC0415
+    from pipeline.instrument.sky import load_calibrators  # noqa: PLC0415
 
     cals = load_calibrators()
     return float(cals.flux_jy[cals.names.index(name)]) if name in cals.names else None

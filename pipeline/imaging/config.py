@@ -14,7 +14,7 @@ from typing import Literal
 
 import numpy as np
 
-from pipeline.predict import C_M_S
+from pipeline.instrument.predict import C_M_S
 
 Weighting = Literal["natural", "uniform", "briggs"]
 

@@ -1,13 +1,13 @@
 """The primary beam of a drift-scan image and the PB-corrected image.
 
-A 4.65 m dish's Airy power pattern (``pipeline.simulate.sky.airy_power``, the very
+A 4.65 m dish's Airy power pattern (``pipeline.instrument.sky.airy_power``, the very
 function the simulator attenuates its sources with). A drift scan's dishes stay on the
 meridian while the sky moves ~1.2° through the beam in 5 minutes, and the image is a
 multi-frequency synthesis over 1.31–1.50 GHz, so the response an image pixel carries is
 the Airy pattern averaged over the chunk's integrations and its channels (weighted as
 they were gridded). The pointing at each integration is the meridian at the pointing's
 apparent declination, converted to ICRS exactly as the simulator does
-(``pipeline.simulate.sky.meridian_icrs``); the phase centre (ICRS Dec = the pointing
+(``pipeline.instrument.sky.meridian_icrs``); the phase centre (ICRS Dec = the pointing
 declination) differs from it by precession, ~0.1°, which matters at the 1 % level.
 """
 
@@ -19,8 +19,8 @@ from typing import Any
 import numpy as np
 
 from pipeline.backend import Backend
-from pipeline.simulate.instrument import DISH_DIAMETER_M, OVRO, Site
-from pipeline.simulate.sky import airy_power, meridian_icrs
+from pipeline.instrument.sky import airy_power, meridian_icrs
+from pipeline.instrument.telescope import DISH_DIAMETER_M, OVRO, Site
 
 
 @dataclass(frozen=True, kw_only=True, eq=False)
@@ -118,7 +118,7 @@ def drift_scan_beam(*, times_mjd: Any, dec_deg: float, freq_hz: Any,
     ``max_freqs`` weighted groups and times thinned to ``max_times`` (the beam changes
     slowly along both).
     """
-    from pipeline.phasing import use_bundled_iers  # noqa: PLC0415
+    from pipeline.instrument.phasing import use_bundled_iers  # noqa: PLC0415
 
     use_bundled_iers()
     times = np.sort(np.asarray(times_mjd, np.float64).ravel())

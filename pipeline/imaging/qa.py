@@ -21,7 +21,7 @@ from pipeline.backend import Backend
 from pipeline.imaging.beam import Beam
 from pipeline.imaging.config import ImagingConfig
 from pipeline.imaging.primary_beam import PrimaryBeam, radec_to_sin
-from pipeline.simulate.sky import REF_FREQ_HZ, Sky
+from pipeline.instrument.sky import REF_FREQ_HZ, Sky
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -20,7 +20,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -32,8 +32,10 @@ from pipeline.imaging.config import ImagingConfig
 from pipeline.imaging.primary_beam import PrimaryBeam, drift_scan_beam, pb_correct
 from pipeline.imaging.products import ImageGeometry, thumbnail, write_fits
 from pipeline.imaging.qa import ImageQA, assess, match_reference, theoretical_rms
-from pipeline.runner import StageContext, StageResult
-from pipeline.store import Observation, Store
+from pipeline.jobs.contract import Observation, StageContext, StageResult
+
+if TYPE_CHECKING:
+    from pipeline.store import Store
 
 log = logging.getLogger(__name__)
 
@@ -83,7 +85,7 @@ def ms_times_mjd(ms: Path) -> np.ndarray:
 
 def reference_sky(config: ImagingConfig):
     """The reference catalog QA matches against: the catalog plus the calibrators."""
-    from pipeline.simulate.sky import (  # noqa: PLC0415
+    from pipeline.instrument.sky import (  # noqa: PLC0415
         DEFAULT_CATALOG,
         load_calibrators,
         load_catalog,

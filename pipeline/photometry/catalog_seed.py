@@ -23,7 +23,7 @@ def catalog_frame(path: str | Path | None = None, *,
     they are not in the catalog, and a 16 Jy calibrator in the field that is not a known
     source would be a "new source" at every transit.
     """
-    from pipeline.simulate.sky import (  # noqa: PLC0415
+    from pipeline.instrument.sky import (  # noqa: PLC0415
         DEFAULT_CATALOG,
         load_calibrators,
         load_catalog,

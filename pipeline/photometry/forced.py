@@ -202,7 +202,7 @@ def airy_pb(image: SkyImage, x: np.ndarray, y: np.ndarray) -> np.ndarray:
     In a SIN projection the intermediate coordinates are direction cosines, so
     sin θ = |CD · (p − CRPIX)| exactly.
     """
-    from pipeline.simulate.sky import airy_power  # noqa: PLC0415
+    from pipeline.instrument.sky import airy_power  # noqa: PLC0415
 
     if image.freq_hz is None:
         raise ImageReadError(image.path, "no frequency axis, so no primary-beam model",

@@ -20,11 +20,13 @@ import time
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
 
 from pipeline.errors import ObservationError
+from pipeline.jobs.contract import Observation, StageContext, StageResult, TaskContext
 from pipeline.photometry.catalog_seed import seed_catalog
 from pipeline.photometry.detect import new_source_candidates
 from pipeline.photometry.forced import (
@@ -35,8 +37,9 @@ from pipeline.photometry.forced import (
     read_image,
 )
 from pipeline.photometry.thresholds import VariabilityThresholds
-from pipeline.runner import StageContext, StageResult, TaskContext
-from pipeline.store import Observation, Store
+
+if TYPE_CHECKING:
+    from pipeline.store import Store
 
 log = logging.getLogger(__name__)
 
@@ -60,8 +63,8 @@ class MeasureOutcome:
     image_id: int
     mjd: float
     skipped: str | None = None
-    rows: pd.DataFrame | None = None          # store_photometry.PHOTOMETRY_FRAME_COLUMNS
-    new_sources: pd.DataFrame | None = None   # store_photometry.NEW_SOURCE_COLUMNS
+    rows: pd.DataFrame | None = None          # store.photometry.PHOTOMETRY_FRAME_COLUMNS
+    new_sources: pd.DataFrame | None = None   # store.photometry.NEW_SOURCE_COLUMNS
     n_islands: int = 0
     timings: dict[str, float] = field(default_factory=dict)
 

@@ -24,11 +24,11 @@ import pandas as pd
 
 from pipeline.home import Home
 from pipeline.imaging.config import ImagingConfig
-from pipeline.runner import StageRegistry
-from pipeline.simulate.sky import REF_FREQ_HZ
+from pipeline.instrument.sky import REF_FREQ_HZ
+from pipeline.jobs.runner import StageRegistry
 from pipeline.simulate.truth import Truth
 from pipeline.store import Store
-from pipeline.store_sources import FilterSpec
+from pipeline.store.sources import FilterSpec
 
 INJECTED_KINDS = ("variable", "transient")
 
@@ -56,13 +56,13 @@ class ScienceCriteria:
 
 def registry_for(imaging: ImagingConfig, *, settle_s: float = 1.0,
                  wrap: Callable[[str, Callable], Callable] | None = None) -> StageRegistry:
-    """pipeline.stages' registry, imaging with ``imaging`` and ingesting settled files.
+    """pipeline.jobs.default_stages' registry, imaging with ``imaging`` and ingesting settled files.
 
     ``wrap(name, fn)`` may replace each stage function (a benchmark times them so).
     """
-    from pipeline.ingest import IngestConfig  # noqa: PLC0415
+    from pipeline.ingest.ingester import IngestConfig  # noqa: PLC0415
+    from pipeline.jobs.default_stages import default_registry  # noqa: PLC0415
     from pipeline.settings import Settings  # noqa: PLC0415
-    from pipeline.stages import default_registry  # noqa: PLC0415
 
     registry = default_registry(Settings(imaging=imaging,
                                          ingest=IngestConfig(settle_s=settle_s)))
@@ -79,12 +79,12 @@ def run_pipeline(home: Path, *, chunks: int, antennas: int, channels: int, seed:
     The calibrate stage solves on the transit and applies that table to every chunk.
     Returns the wall times (s) per stage, call counts, runner outcomes and final states.
     """
-    from pipeline.process_settings import configure_process  # noqa: PLC0415
-    from pipeline.runner import Runner, RunnerConfig  # noqa: PLC0415
-    from pipeline.simulate.instrument import CHUNK_S  # noqa: PLC0415
+    from pipeline.instrument.sky import load_calibrators  # noqa: PLC0415
+    from pipeline.instrument.telescope import CHUNK_S  # noqa: PLC0415
+    from pipeline.instrument.transits import previous_transit  # noqa: PLC0415
+    from pipeline.jobs.runner import Runner, RunnerConfig  # noqa: PLC0415
+    from pipeline.process_tuning import configure_process  # noqa: PLC0415
     from pipeline.simulate.run import SimConfig, simulate  # noqa: PLC0415
-    from pipeline.simulate.sky import load_calibrators  # noqa: PLC0415
-    from pipeline.transits import previous_transit  # noqa: PLC0415
 
     configure_process()  # as contimg's own processes run, before the runner's threads
 

@@ -1,7 +1,7 @@
 """The VAST pipeline's variability metrics as pure NumPy functions.
 
 The store computes the same quantities in SQL over the photometry table
-(``pipeline.store_photometry``); these functions are the slow, obvious reference the tests
+(``pipeline.store.photometry``); these functions are the slow, obvious reference the tests
 hold the SQL to, and what a notebook uses on a lightcurve it already has.
 
 Definitions (Murphy et al. 2021; VAST pipeline):

@@ -2,7 +2,7 @@
 
 Per 5-minute chunk (24 integrations of 12.884901888 s) and subband: the sources whose
 beam-attenuated flux reaches ``min_apparent_jy`` are predicted exactly (per-antenna
-factorised DFT, :func:`pipeline.predict.predict`) at the 48 correlator channels, the gains
+factorised DFT, :func:`pipeline.instrument.predict.predict`) at the 48 correlator channels, the gains
 are applied, RFI added, channels averaged to ``channels_per_subband``, and thermal noise
 added. Each integration is the instantaneous visibility at its mid-time (a correlator
 that fringe-stops within the integration: no time smearing); averaging channels does
@@ -21,10 +21,9 @@ from typing import Any
 import numpy as np
 
 from pipeline.errors import ContimgError
-from pipeline.predict import PointSources, predict
-from pipeline.simulate import instrument as inst
-from pipeline.simulate.gains import GainModel
-from pipeline.simulate.sky import (
+from pipeline.instrument import telescope as inst
+from pipeline.instrument.predict import PointSources, predict
+from pipeline.instrument.sky import (
     DEFAULT_CALIBRATORS,
     DEFAULT_CATALOG,
     Sky,
@@ -35,6 +34,7 @@ from pipeline.simulate.sky import (
     pointing_enu,
     source_enu,
 )
+from pipeline.simulate.gains import GainModel
 from pipeline.simulate.truth import save_truth, truth_path
 from pipeline.simulate.writer import (
     baseline_pairs,

@@ -28,8 +28,8 @@ from typing import Any
 
 import numpy as np
 
+from pipeline.instrument.sky import Sky
 from pipeline.simulate.gains import GainModel
-from pipeline.simulate.sky import Sky
 
 FORMAT = "contimg-sim-truth/1"
 TRUTH_DIR = "truth"

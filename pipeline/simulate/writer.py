@@ -9,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 
-from pipeline.simulate.instrument import DISH_DIAMETER_M, INTEGRATION_S, Layout
+from pipeline.instrument.telescope import DISH_DIAMETER_M, INTEGRATION_S, Layout
 
 TELESCOPE_NAME = "DSA-110"
 POLARIZATIONS = ("xx", "yy")

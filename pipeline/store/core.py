@@ -24,15 +24,16 @@ import pandas as pd
 
 from pipeline.errors import SchemaTooNew, StoreCorrupt, StoreLocked, UnknownObservation
 from pipeline.home import Home
-from pipeline.states import JOB_STATES, STATES, StageSpec, stage_spec
-from pipeline.store_images import ImageQueries
-from pipeline.store_photometry import PhotometryQueries
-from pipeline.store_sources import SourceQueries
+from pipeline.jobs.contract import Observation
+from pipeline.jobs.states import JOB_STATES, STATES, StageSpec, stage_spec
+from pipeline.store.images import ImageQueries
+from pipeline.store.photometry import PhotometryQueries
+from pipeline.store.sources import SourceQueries
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 
-MIGRATIONS_DIR = Path(__file__).resolve().parents[1] / "data" / "migrations"
+MIGRATIONS_DIR = Path(__file__).resolve().parents[2] / "data" / "migrations"
 _MIGRATION_NAME = re.compile(r"^(\d{4})_[a-z0-9_]+\.sql$")
 
 
@@ -57,29 +58,6 @@ def find_migrations(directory: Path = MIGRATIONS_DIR) -> list[Migration]:
         raise ValueError(
             f"{directory}: migrations must be numbered 1..N without gaps, got {versions}")
     return found
-
-
-@dataclass(frozen=True, kw_only=True)
-class Observation:
-    """One 5-minute chunk as the store holds it."""
-
-    id: str
-    start_utc: datetime
-    mid_mjd: float
-    dec_deg: float
-    n_subbands: int
-    partial: bool
-    state: str
-    attempts: int
-    next_try_utc: datetime | None
-    error: str | None
-    quarantined: bool
-    ms_path: str | None
-    files: tuple[str, ...] = ()
-
-    def __post_init__(self):
-        # DuckDB hands back VARCHAR[] as a list (or None); a frozen record holds a tuple.
-        object.__setattr__(self, "files", tuple(self.files or ()))
 
 
 @dataclass(frozen=True, kw_only=True)

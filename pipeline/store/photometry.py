@@ -1,6 +1,6 @@
 """The store's photometry section, write side: catalog seeding, measurements, variability.
 
-Mixed into Store. Pages read through ``pipeline.store_sources`` (the read side).
+Mixed into Store. Pages read through ``pipeline.store.sources`` (the read side).
 
 Appends stay cheap at 100 M photometry rows because nothing is indexed there: an image's
 rows go in sorted by source_id in one bulk INSERT from a DataFrame, and ``photometry_runs``

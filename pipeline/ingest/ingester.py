@@ -33,8 +33,8 @@ import h5py
 import numpy as np
 from pyuvdata import UVData
 
-from pipeline.phasing import mid_jd, pointing_dec_deg, use_bundled_iers
-from pipeline.runner import TaskContext
+from pipeline.instrument.phasing import mid_jd, pointing_dec_deg, use_bundled_iers
+from pipeline.jobs.contract import TaskContext
 from pipeline.store import Store
 
 log = logging.getLogger(__name__)

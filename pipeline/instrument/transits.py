@@ -12,8 +12,8 @@ import numpy as np
 from astropy import units as u
 from astropy.time import Time
 
-from pipeline.phasing import use_bundled_iers
-from pipeline.simulate.instrument import OVRO, Site
+from pipeline.instrument.phasing import use_bundled_iers
+from pipeline.instrument.telescope import OVRO, Site
 
 SIDEREAL_PER_SOLAR = 1.002737909350795
 

@@ -9,7 +9,8 @@ from pathlib import Path
 
 import pandas as pd
 
-from pipeline.image_products import (
+from pipeline.instrument.sky import DEFAULT_CATALOG, Sky
+from pipeline.store.image_files import (
     PRODUCT_COLUMNS,
     ImageFileMissing,
     ImagePlane,
@@ -18,7 +19,6 @@ from pipeline.image_products import (
     reference_catalog,
     sources_in_plane,
 )
-from pipeline.simulate.sky import DEFAULT_CATALOG, Sky
 
 #: images columns ``add_image`` accepts besides the required ones (migrations 0001, 0004).
 IMAGE_COLUMNS = frozenset({

@@ -24,17 +24,22 @@ import numpy as np
 from casacore.tables import table
 from pyuvdata import UVData
 
-from pipeline.errors import ObservationError
-from pipeline.ms_writer import write_ms_blocks
-from pipeline.phasing import meridian_icrs_deg, mid_jd, pointing_dec_deg, use_bundled_iers
-from pipeline.runner import StageContext, StageResult
-from pipeline.uvh5_group import (
+from pipeline.convert.ms_writer import write_ms_blocks
+from pipeline.convert.uvh5_group import (
     block_rows,
     iter_phased_blocks,
     open_group,
     phase_inplace,
     phase_metadata,
 )
+from pipeline.errors import ObservationError
+from pipeline.instrument.phasing import (
+    meridian_icrs_deg,
+    mid_jd,
+    pointing_dec_deg,
+    use_bundled_iers,
+)
+from pipeline.jobs.contract import StageContext, StageResult
 
 log = logging.getLogger(__name__)
 Progress = Callable[[float], None]

@@ -5,9 +5,10 @@ from __future__ import annotations
 from functools import partial
 
 from pipeline.calibration.stage import calibrate_stage, prepare_calibrate, record_calibrate
-from pipeline.convert import convert_stage
+from pipeline.convert.stage import convert_stage
 from pipeline.imaging.stage import image_stage, record_image, stage_inputs
-from pipeline.ingest import IngestConfig, Ingester
+from pipeline.ingest.ingester import IngestConfig, Ingester
+from pipeline.jobs.runner import StageRegistry
 from pipeline.photometry.stage import (
     RESORT_EVERY_S,
     measure_stage,
@@ -15,7 +16,6 @@ from pipeline.photometry.stage import (
     record_measure,
     resort_photometry_task,
 )
-from pipeline.runner import StageRegistry
 from pipeline.settings import Settings
 
 #: Seconds between scans of home/incoming.

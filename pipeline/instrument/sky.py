@@ -8,7 +8,7 @@ from typing import Any
 
 import numpy as np
 
-from pipeline.simulate.instrument import DATA_DIR, DISH_DIAMETER_M, Site
+from pipeline.instrument.telescope import DATA_DIR, DISH_DIAMETER_M, Site
 
 DEFAULT_CATALOG = DATA_DIR / "catalog.csv"
 DEFAULT_CALIBRATORS = DATA_DIR / "calibrators.csv"
@@ -251,6 +251,6 @@ def pointing_enu(dec_deg: float, site: Site) -> np.ndarray:
 
 def meridian_icrs(times_jd, dec_deg: float, site: Site) -> tuple[np.ndarray, np.ndarray]:
     """ICRS (ra_deg, dec_deg) of the meridian at apparent dec ``dec_deg`` at ``times_jd``."""
-    from pipeline.phasing import meridian_icrs_deg  # noqa: PLC0415
+    from pipeline.instrument.phasing import meridian_icrs_deg  # noqa: PLC0415
 
     return meridian_icrs_deg(times_jd, dec_deg, site.earth_location())

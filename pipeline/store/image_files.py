@@ -15,7 +15,7 @@ import numpy as np
 import pandas as pd
 
 from pipeline.errors import ContimgError
-from pipeline.simulate.sky import DEFAULT_CATALOG, Sky, load_catalog
+from pipeline.instrument.sky import DEFAULT_CATALOG, Sky, load_catalog
 
 #: product name (as the download route spells it) → images column holding its path
 PRODUCT_COLUMNS: dict[str, str] = {

@@ -21,7 +21,7 @@ from casacore.tables import table
 from pyuvdata import utils as uvutils
 from pyuvdata.utils.io import ms as ms_utils
 
-from pipeline.uvh5_group import Block
+from pipeline.convert.uvh5_group import Block
 
 #: Rows per putcol block: 64 k rows × 768 channels × 2 pols × 8 B ≈ 0.8 GB of DATA would be
 #: too much; the block is sized from the channel count to about this many bytes of DATA.

@@ -24,9 +24,19 @@ from apscheduler.executors.pool import ThreadPoolExecutor
 from apscheduler.schedulers.background import BackgroundScheduler
 
 from pipeline.home import Home
-from pipeline.runner_state import RunnerState
-from pipeline.states import STAGES, StageSpec, stage_spec
-from pipeline.store import Claim, Observation, Store
+from pipeline.jobs.contract import (
+    PrepareFn,
+    RecordFn,
+    StageContext,
+    StageFn,
+    StageResult,
+    StageWait,
+    TaskContext,
+    TaskFn,
+)
+from pipeline.jobs.runner_state import RunnerState
+from pipeline.jobs.states import STAGES, StageSpec, stage_spec
+from pipeline.store import Claim, Store
 
 log = logging.getLogger(__name__)
 
@@ -60,61 +70,6 @@ class RunnerConfig:
     def backoff(self, attempts: int) -> float:
         """Seconds to wait after the ``attempts``-th failure."""
         return min(self.backoff_base_s * 2 ** (attempts - 1), self.backoff_max_s)
-
-
-@dataclass(frozen=True, kw_only=True)
-class StageContext:
-    """What a stage function gets: the observation, where to write, how to report."""
-
-    observation: Observation
-    home: Home
-    attempt: int
-    progress: Callable[[float], None]
-    inputs: Mapping[str, object] = field(default_factory=dict)
-
-
-@dataclass(frozen=True, kw_only=True)
-class StageResult:
-    """What a stage function returns for the runner to record in the store.
-
-    ``updates`` sets observation columns named in ``Store.OBSERVATION_RESULT_COLUMNS``.
-    """
-
-    ms_path: str | None = None
-    updates: Mapping[str, object] = field(default_factory=dict)
-    payload: object = None
-
-
-class StageWait(Exception):  # noqa: N818 — a signal to the runner, not an error
-    """Raised by a stage (or its prepare hook) that cannot run yet; not a failed attempt.
-
-    The observation goes back to the stage's waiting state with ``reason`` shown, and
-    is tried again after ``retry_after_s`` (e.g. "no calibration" until a table arrives).
-    """
-
-    def __init__(self, reason: str, *, retry_after_s: float = 60.0):
-        super().__init__(reason)
-        self.reason = reason
-        self.retry_after_s = retry_after_s
-
-
-StageFn = Callable[[StageContext], StageResult | None]
-#: Runs in the server process before the stage: reads the store, returns ctx.inputs.
-PrepareFn = Callable[[Store, Observation, datetime], Mapping[str, object]]
-#: Runs in the server process after the stage: writes what the stage produced.
-RecordFn = Callable[[Store, Observation, StageResult, datetime], None]
-
-
-@dataclass(frozen=True, kw_only=True)
-class TaskContext:
-    """What a periodic task (ingest, nightly re-sort) gets."""
-
-    store: Store
-    home: Home
-    now: datetime
-
-
-TaskFn = Callable[[TaskContext], int | None]
 
 
 @dataclass(frozen=True, kw_only=True)

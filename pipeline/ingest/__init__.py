@@ -1,0 +1,1 @@
+"""Ingest: watch incoming/, group subband files by timestamp, register observations."""
