@@ -23,8 +23,8 @@ from pathlib import Path
 
 from pipeline.home import Home
 from pipeline.imaging.config import ImagingConfig
-from pipeline.photometry.validation import ScienceCriteria, run_pipeline, science_summary
 from pipeline.simulate.truth import load_truth
+from pipeline.simulate.validation import ScienceCriteria, run_pipeline, science_summary
 from pipeline.store import Store
 
 #: Imaging cheap enough for 2 cores: 3 cells per beam over the 3.5° field, CLEAN's default

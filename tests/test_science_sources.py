@@ -3,7 +3,7 @@
 The simulator writes 24 five-minute chunks from just before a 3C286 transit with three
 injected variables and a transient; the runner ingests, converts, calibrates (solving on the
 transit), images and measures them; the claim is then read back from the store against
-the truth file (pipeline.photometry.validation, as benchmarks/validate_sources.py does at
+the truth file (pipeline.simulate.validation, as benchmarks/validate_sources.py does at
 a larger size). Kept small by the array (24 antennas), a 10 mJy apparent-flux floor for
 simulated sources and a coarse imaging grid; it runs ~5 min on 2 busy cores (the claim fails
 at 16 antennas, whose snapshot PSF is too poor). Channels stay narrow: forced photometry
@@ -16,8 +16,8 @@ import pytest
 
 from pipeline.home import Home
 from pipeline.imaging.config import ImagingConfig
-from pipeline.photometry.validation import ScienceCriteria, run_pipeline, science_summary
 from pipeline.simulate.truth import load_truth
+from pipeline.simulate.validation import ScienceCriteria, run_pipeline, science_summary
 from pipeline.store import Store
 
 CHUNKS = 24            # 24 × 309 s = 2.06 h
