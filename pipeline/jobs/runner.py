@@ -23,6 +23,7 @@ from datetime import UTC, datetime, timedelta
 from apscheduler.executors.pool import ThreadPoolExecutor
 from apscheduler.schedulers.background import BackgroundScheduler
 
+from pipeline.clock import utcnow
 from pipeline.home import Home
 from pipeline.jobs.contract import (
     PrepareFn,
@@ -39,11 +40,6 @@ from pipeline.jobs.states import STAGES, StageSpec, stage_spec
 from pipeline.store import Claim, Store
 
 log = logging.getLogger(__name__)
-
-
-def utcnow() -> datetime:
-    """Now in UTC as a naive datetime, the store's convention."""
-    return datetime.now(UTC).replace(tzinfo=None)
 
 
 @dataclass(frozen=True, kw_only=True)
