@@ -1,9 +1,10 @@
 """The array backend: CuPy when importable and a device answers, NumPy otherwise.
 
 Algorithms take a Backend and use ``backend.xp`` as they would use ``numpy``; copies to
-the host happen once, at the edge, through ``backend.to_host``. ``CONTIMG_BACKEND=cpu``
-or ``gpu`` forces a choice (``gpu`` without a usable device is an error, not a silent
-fallback: an operator who asked for the GPU wants to know).
+the host happen once, at the edge, through ``backend.to_host``. ``choose_backend`` is the
+one rule (a ``cpu``/``gpu`` setting, else ``CONTIMG_BACKEND=cpu|gpu``, else the machine);
+``gpu`` without a usable device is an error, not a silent fallback: an operator who asked
+for the GPU wants to know.
 """
 
 from __future__ import annotations
@@ -98,13 +99,46 @@ def gpu_backend() -> Backend:
     return Backend(name="gpu", xp=cupy, device=name)
 
 
+@dataclass(frozen=True, kw_only=True)
+class BackendChoice:
+    """Which backend a caller gets here, and why (``unavailable``: GPU asked, none usable)."""
+
+    name: Literal["cpu", "gpu", "unavailable"]
+    reason: str
+
+
+def choose_backend(setting: str | None = "auto") -> BackendChoice:
+    """The one rule for picking a backend, without raising.
+
+    ``setting`` (``[imaging] backend``, a stage's config, a caller's argument) wins when it
+    is ``cpu`` or ``gpu``; with ``auto`` or None, ``$CONTIMG_BACKEND`` decides when set;
+    otherwise the GPU if CuPy sees a device, else the CPU.
+    """
+    asked = (setting or "auto").lower()
+    if asked not in ("auto", "cpu", "gpu"):
+        raise ValueError(f"backend must be cpu, gpu or auto, got {asked!r}")
+    env = (os.environ.get("CONTIMG_BACKEND") or "").lower()
+    if asked == "auto" and env:
+        if env not in ("auto", "cpu", "gpu"):
+            raise ValueError(f"CONTIMG_BACKEND must be cpu, gpu or auto, got {env!r}")
+        asked, source = env, f"CONTIMG_BACKEND={env}"
+    else:
+        source = f"the setting backend = {asked!r}"
+    ok, why = gpu_status()
+    if asked == "cpu":
+        return BackendChoice(name="cpu", reason=f"{source} forces the CPU"
+                             + (f" ({why} available)" if ok else ""))
+    if ok:
+        return BackendChoice(name="gpu", reason=f"CuPy sees {why}")
+    if asked == "gpu":
+        return BackendChoice(name="unavailable", reason=f"{source} asks for the GPU but it "
+                             f"is unusable ({why}): imaging jobs will fail until it is fixed")
+    return BackendChoice(name="cpu", reason=why)
+
+
 def get_backend(name: str | None = None) -> Backend:
-    """The backend named, else ``$CONTIMG_BACKEND``, else the GPU if usable, else the CPU."""
-    choice = (name or os.environ.get("CONTIMG_BACKEND") or "auto").lower()
-    if choice == "cpu":
-        return cpu_backend()
-    if choice == "gpu":
-        return gpu_backend()
-    if choice != "auto":
-        raise ValueError(f"backend must be cpu, gpu or auto, got {choice!r}")
-    return gpu_backend() if gpu_status()[0] else cpu_backend()
+    """The backend ``choose_backend(name)`` picks; GpuUnavailable when that is a missing GPU."""
+    choice = choose_backend(name)
+    if choice.name == "unavailable":
+        return gpu_backend()   # raises GpuUnavailable with CuPy's own reason
+    return gpu_backend() if choice.name == "gpu" else cpu_backend()

@@ -6,12 +6,11 @@ normal state that the status page reports, with NVML's own reason.
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TypeVar
 
-from pipeline.backend import gpu_status
+from pipeline.backend import BackendChoice, choose_backend
 
 T = TypeVar("T")
 
@@ -46,12 +45,8 @@ class GpuReading:
         return self.nvml_error is None and bool(self.devices)
 
 
-@dataclass(frozen=True, kw_only=True)
-class ImagingBackend:
-    """Which array backend imaging will use here, and why."""
-
-    name: str        # "gpu", "cpu", or "unavailable" (GPU forced but unusable)
-    reason: str
+#: Which array backend imaging will use here, and why ("unavailable": GPU forced, unusable).
+ImagingBackend = BackendChoice
 
 
 def _text(value: object) -> str:
@@ -112,16 +107,9 @@ def read_gpus() -> GpuReading:
                       nvml_error=None if devices else "NVML reports no devices")
 
 
-def imaging_backend() -> ImagingBackend:
-    """The backend ``pipeline.backend.get_backend()`` picks on this host, and why."""
-    forced = (os.environ.get("CONTIMG_BACKEND") or "").lower()
-    ok, why = gpu_status()
-    if forced == "cpu":
-        return ImagingBackend(name="cpu", reason="CONTIMG_BACKEND=cpu forces the CPU"
-                              + (f" ({why} available)" if ok else ""))
-    if ok:
-        return ImagingBackend(name="gpu", reason=f"CuPy sees {why}")
-    if forced == "gpu":
-        return ImagingBackend(name="unavailable", reason=f"CONTIMG_BACKEND=gpu is set but the GPU "
-                              f"is unusable ({why}): imaging jobs will fail until it is fixed")
-    return ImagingBackend(name="cpu", reason=why)
+def imaging_backend(setting: str = "auto") -> ImagingBackend:
+    """The backend imaging with ``[imaging] backend = setting`` uses on this host, and why.
+
+    The same rule as ``image_ms`` (``pipeline.backend.choose_backend``).
+    """
+    return choose_backend(setting)

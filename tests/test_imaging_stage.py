@@ -1,11 +1,14 @@
 """The ``image`` stage through the runner: a simulated 3C48 transit ingested, converted,
-calibrated and imaged; the images row, its QA and the files it names."""
+calibrated and imaged on each backend this machine has; the images row, its QA and the
+files it names."""
 
 from __future__ import annotations
 
 import math
+import re
 import subprocess
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -15,6 +18,7 @@ from astropy.io import fits
 from astropy.wcs import WCS
 from conftest import T0, add_observations
 
+from pipeline.backend import gpu_status
 from pipeline.calibration.stage import calibrate_stage, prepare_calibrate, record_calibrate
 from pipeline.convert.stage import convert_stage
 from pipeline.errors import ContimgError
@@ -38,24 +42,34 @@ from pipeline.jobs.runner import Runner, StageRegistry
 from pipeline.store import Store
 
 SMALL = ImagingConfig(npix=256, niter=300, backend="cpu")
+needs_gpu = pytest.mark.skipif(not gpu_status()[0], reason=f"no GPU: {gpu_status()[1]}")
+BACKENDS = ["cpu", pytest.param("gpu", marks=[pytest.mark.gpu, needs_gpu])]
+#: What QA says of SMALL's image of the 8-antenna 3C48 snapshot (measured on the CPU:
+#: rms 26.7 mJy, 8.2x the radiometer's 3.24 mJy, peak 15.2 Jy: dynamic range 569 < 1000).
+FAILED_QA = re.compile(r"^rms [\d.]+ mJy is [\d.]+× the radiometer value \(limit 3×\) and "
+                       r"the dynamic range is only \d+$")
 
 
-def _registry() -> StageRegistry:
+def _registry(config: ImagingConfig = SMALL) -> StageRegistry:
     """The shipped stages up to imaging, imaging with a small image."""
     registry = StageRegistry()
     registry.register_task("ingest", Ingester(config=IngestConfig()).scan, every_s=30)
     registry.register_stage("convert", convert_stage)
     registry.register_stage("calibrate", calibrate_stage, prepare=prepare_calibrate,
                             record=record_calibrate)
-    registry.register_stage("image", image_stage, prepare=stage_inputs(SMALL),
+    registry.register_stage("image", image_stage, prepare=stage_inputs(config),
                             record=record_image)
     return registry
 
 
-@pytest.fixture(scope="module")
-def imaged(tmp_path_factory):
-    """A home whose one 3C48 transit went through ingest → convert → calibrate → image."""
-    root = tmp_path_factory.mktemp("stage") / "home"
+@pytest.fixture(scope="module", params=BACKENDS)
+def imaged(request, tmp_path_factory):
+    """A home whose one 3C48 transit went through ingest → convert → calibrate → image.
+
+    Imaged on the backend of the param (the GPU one skips on a machine without a device).
+    """
+    backend = request.param
+    root = tmp_path_factory.mktemp(f"stage-{backend}") / "home"
     sim = subprocess.run([sys.executable, "-m", "app.cli", "simulate", "--home", str(root),
                           "--transit-of", "3C48", "--minutes", "5", "--antennas", "8",
                           "--channels-per-subband", "2", "--seed", "5"],
@@ -63,13 +77,13 @@ def imaged(tmp_path_factory):
     assert sim.returncode == 0, sim.stderr
     home = Home.resolve(root)
     with Store.open(home) as store:
-        outcomes = Runner(store, home, _registry()).run_once()
+        outcomes = Runner(store, home, _registry(replace(SMALL, backend=backend))).run_once()
         (obs_id,) = store.observations()["id"].tolist()
         obs = store.observation(obs_id)
         images = store.images()
         row = store.image(int(images["id"].iloc[0])) if len(images) else None
         alerts = store.recent_alerts()
-    return home, outcomes, obs, row, alerts
+    return home, outcomes, obs, row, alerts, backend
 
 
 def test_the_shipped_registry_images_calibrated_observations():
@@ -81,7 +95,7 @@ def test_the_shipped_registry_images_calibrated_observations():
 
 
 def test_runner_images_the_observation_and_records_its_qa(imaged):
-    home, outcomes, obs, row, alerts = imaged
+    home, outcomes, obs, row, alerts, backend = imaged
     assert outcomes.get("done") == 3            # convert, calibrate, image
     assert obs.state == "imaged"
     assert row is not None and row["observation_id"] == obs.id
@@ -89,24 +103,41 @@ def test_runner_images_the_observation_and_records_its_qa(imaged):
                 "thumbnail_path"):
         path = Path(row[key])
         assert path.is_file() and path.parent == home.images / obs.id.replace(":", "_")
-    assert row["npix"] == 256 and row["backend"] == "cpu" and row["weighting"] == "briggs(0)"
+    assert row["npix"] == 256 and row["backend"] == backend and row["weighting"] == "briggs(0)"
     assert row["n_vis"] > 0 and row["n_iter"] > 0 and row["n_major"] >= 1
     assert 0 < row["rms_jy"] < row["peak_jy"] and row["theoretical_rms_jy"] > 0
     assert row["dynamic_range"] == pytest.approx(row["peak_jy"] / row["rms_jy"])
     assert 0 < row["bmin_deg"] <= row["bmaj_deg"] < 0.02 and row["duration_s"] > 0
     assert row["threshold_jy"] > 0 and row["cell_arcsec"] > 0
     assert row["mid_mjd"] == pytest.approx(obs.mid_mjd, abs=1e-3)
-    assert row["qa_passed"] in (True, False)
-    assert row["n_ref_expected"] >= 1 and row["n_ref_matched"] >= 1    # 3C48 itself
+    assert row["n_ref_expected"] == 1 and row["n_ref_matched"] == 1    # 3C48 itself
+    # An 8-antenna snapshot of a 15 Jy source is dynamic-range limited well above the
+    # radiometer noise and below QA's 1000: the image fails QA, is kept, and alerts.
+    assert row["rms_jy"] > 3 * row["theoretical_rms_jy"] and row["dynamic_range"] < 1000
+    assert row["qa_passed"] is False and FAILED_QA.match(row["qa_reason"]), row["qa_reason"]
     qa_alerts = alerts[alerts["kind"] == "image QA"]
-    if row["qa_passed"]:
-        assert row["qa_reason"] is None and qa_alerts.empty
-    else:
-        assert row["qa_reason"] and len(qa_alerts) == 1
+    assert len(qa_alerts) == 1 and row["qa_reason"] in qa_alerts["message"].iloc[0]
+    assert qa_alerts["subject"].iloc[0] == obs.id
+
+
+def test_the_same_image_passes_qa_that_accepts_its_dynamic_range(imaged, store, tmp_path):
+    """The other verdict: QA accepting rms up to peak/100 passes it, and nothing alerts."""
+    _, _, obs, row, _, backend = imaged
+    lenient = replace(SMALL, backend=backend, qa_dynamic_range=100.0)
+    ctx = StageContext(observation=obs, home=Home.resolve(tmp_path / "other"), attempt=1,
+                       progress=lambda f: None, inputs={"config": lenient})
+    result = image_stage(ctx)
+    assert result.payload.fields["rms_jy"] == pytest.approx(row["rms_jy"], rel=1e-3)
+    (obs_id,) = add_observations(store, 1, state="imaging")
+    record_image(store, store.observation(obs_id), result, T0)
+    passed = store.image(int(store.images()["id"].iloc[0]))
+    assert passed["qa_passed"] is True and passed["qa_reason"] is None
+    assert passed["backend"] == backend and passed["dynamic_range"] > 100
+    assert store.recent_alerts().empty
 
 
 def test_the_calibrator_is_where_the_fits_wcs_says(imaged):
-    _, _, _, row, _ = imaged
+    _, _, _, row, _, _ = imaged
     cals = load_calibrators()
     i = cals.names.index("3C48")
     with fits.open(row["path"]) as hdul:

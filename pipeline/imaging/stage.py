@@ -100,7 +100,8 @@ def image_ms(ms_path: Path, out_dir: Path, *, name: str, config: ImagingConfig =
 
     Files: ``<name>.image.fits`` (restored), ``.residual``, ``.model``, ``.psf``,
     ``.pbcor.fits`` and ``<name>.png``. Returns the products and, with ``keep_arrays``,
-    the host arrays.
+    the host arrays. ``backend`` None: ``pipeline.backend.choose_backend(config.backend)``
+    (the rule the GPU page reports).
     """
     from pipeline.imaging.ms_reader import read_imaging_data  # noqa: PLC0415 — casacore
     from pipeline.imaging.weighting import imaging_weights  # noqa: PLC0415
@@ -108,7 +109,7 @@ def image_ms(ms_path: Path, out_dir: Path, *, name: str, config: ImagingConfig =
     report = progress or (lambda f: None)
     t0 = time.perf_counter()
     ms = Path(ms_path)
-    be = backend or get_backend(None if config.backend == "auto" else config.backend)
+    be = backend or get_backend(config.backend)
     data = read_imaging_data(ms, column=config.column)
     used = data.weight.any(axis=1)
     if not used.any():
