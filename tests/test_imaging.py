@@ -365,8 +365,8 @@ def _field_catalog(path: Path) -> Path:
 
 
 @pytest.fixture(scope="module")
-def field(tmp_path_factory):
-    """A converted MS of the field, its truth, and its image (keep_arrays)."""
+def field_ms(tmp_path_factory):
+    """A converted MS of the field, its catalog and its truth."""
     home = tmp_path_factory.mktemp("field") / "home"
     cat = _field_catalog(home.parent / "field.csv")
     cfg = SimConfig(start=START, minutes=5, dec_deg=DEC, n_antennas=24, channels_per_subband=16,
@@ -377,11 +377,17 @@ def field(tmp_path_factory):
                           str(home)], capture_output=True, text=True, check=False)
     assert run.returncode == 0, run.stderr
     (ms,) = sorted(home.glob("ms/*.ms"))
-    config = ImagingConfig(npix=768, niter=3000, catalog_path=str(cat), backend="cpu")
-    products, arrays = image_ms(ms, home / "images", name="field", config=config,
-                                keep_arrays=True)
-    truth = load_truth(next(home.glob("incoming/truth/*.json")))
-    return products, arrays, truth
+    return ms, cat, load_truth(next(home.glob("incoming/truth/*.json")))
+
+
+@pytest.fixture(scope="module", params=BACKENDS)
+def field(request, field_ms):
+    """The field imaged by ``image_ms`` on the param's backend (keep_arrays)."""
+    ms, cat, truth = field_ms
+    config = ImagingConfig(npix=768, niter=3000, catalog_path=str(cat), backend=request.param)
+    products, arrays = image_ms(ms, ms.parent.parent / f"images-{request.param}", name="field",
+                                config=config, keep_arrays=True)
+    return products, arrays, truth, request.param
 
 
 def _fit_source(data: np.ndarray, x: int, y: int, beam: Beam, cell_deg: float, h: int = 5):
@@ -424,20 +430,20 @@ def _ten_brightest(products, truth):
 
 
 def test_sources_land_at_their_catalog_positions(field):
-    products, _, truth = field
+    products, _, truth, _ = field
     offsets = [r[3] for r in _ten_brightest(products, truth)]
     assert max(offsets) < 0.2, offsets
 
 
 def test_ten_brightest_fluxes_within_3_percent_after_pb_correction(field):
-    products, _, truth = field
+    products, _, truth, _ = field
     rows = _ten_brightest(products, truth)
     ratios = {name: round(measured / injected, 4) for name, injected, measured, _ in rows}
     assert all(abs(r - 1) < 0.03 for r in ratios.values()), str(ratios)
 
 
 def test_residual_rms_is_within_1p5_of_the_radiometer_value(field):
-    products, arrays, _ = field
+    products, arrays, _, _ = field
     f = products.fields
     assert f["rms_jy"] < 1.5 * f["theoretical_rms_jy"], (f["rms_jy"], f["theoretical_rms_jy"])
     # and CLEAN is what brought it there: the dirty image is sidelobe-limited
@@ -448,14 +454,15 @@ def test_residual_rms_is_within_1p5_of_the_radiometer_value(field):
 
 
 def test_products_and_qa_of_the_field(field):
-    products, arrays, _ = field
+    products, arrays, _, backend = field
     f = products.fields
     for key in ("path", "residual_path", "model_path", "psf_path", "pbcor_path"):
         assert Path(f.get(key, products.path)).is_file()
     assert Path(f["thumbnail_path"]).stat().st_size > 1000
     assert f["n_ref_expected"] == N_SRC and f["n_ref_matched"] == N_SRC
     assert f["qa_passed"] is True and f["qa_reason"] is None
-    assert f["backend"] == "cpu" and f["weighting"] == "briggs(0)" and f["npix"] == 768
+    assert f["backend"] == backend
+    assert f["weighting"] == "briggs(0)" and f["npix"] == 768
     assert f["dynamic_range"] == pytest.approx(f["peak_jy"] / f["rms_jy"])
     with fits.open(products.path) as hdul:
         h = hdul[0].header
