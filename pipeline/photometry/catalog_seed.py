@@ -39,7 +39,12 @@ def catalog_frame(path: str | Path | None = None, *,
 
 
 def seed_catalog(store: Store, *, now: datetime, path: str | Path | None = None) -> int:
-    """Insert the reference catalog unless the store holds it already; returns rows added."""
+    """Insert the reference catalog unless the store holds it already; returns rows added.
+
+    Safe to call from any number of workers at once: the check only spares reading the
+    catalog once it is in, and the insert itself adds each name once (one transaction
+    backed by the unique index on ``sources.name``), so the loser of a race adds none.
+    """
     if store.catalog_seeded():
         return 0
     n = store.add_catalog_sources(catalog_frame(path), now=now)

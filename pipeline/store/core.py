@@ -15,7 +15,7 @@ import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TypeVar
 
@@ -28,7 +28,7 @@ from pipeline.jobs.contract import Observation
 from pipeline.jobs.states import JOB_STATES, STATES, StageSpec, stage_spec
 from pipeline.store.calibration_files import CalibrationFileQueries
 from pipeline.store.images import ImageQueries
-from pipeline.store.photometry import PhotometryQueries
+from pipeline.store.photometry import PhotometryQueries, fill_missing_variability
 from pipeline.store.sources import SourceQueries
 
 log = logging.getLogger(__name__)
@@ -696,6 +696,14 @@ def _connect(path: Path) -> duckdb.DuckDBPyConnection:
         raise StoreCorrupt(path, str(exc).split("\n")[0]) from None
 
 
+#: What a migration needs beyond SQL, run after its SQL in the same transaction, by file.
+_AFTER_SQL: dict[str, Callable[[duckdb.DuckDBPyConnection], object]] = {
+    # η, V and the rest of the sources whose duplicates 0006 merged (it drops their rows).
+    "0006_unique_source_names.sql": lambda conn: fill_missing_variability(
+        conn, now=datetime.now(UTC).replace(tzinfo=None)),
+}
+
+
 def _migrate(conn: duckdb.DuckDBPyConnection, path: Path, migrations: list[Migration]) -> int:
     known = migrations[-1].version if migrations else 0
     conn.execute("CREATE TABLE IF NOT EXISTS schema_version "
@@ -709,6 +717,9 @@ def _migrate(conn: duckdb.DuckDBPyConnection, path: Path, migrations: list[Migra
         conn.begin()
         try:
             conn.execute(migration.path.read_text())
+            after = _AFTER_SQL.get(migration.path.name)
+            if after is not None:
+                after(conn)
             conn.execute("INSERT INTO schema_version VALUES (?, now()::TIMESTAMP)",
                          [migration.version])
         except BaseException:

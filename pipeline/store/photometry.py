@@ -58,24 +58,43 @@ class PhotometryQueries:
             "SELECT count(*) > 0 FROM sources WHERE origin = 'catalog'").fetchall()[0][0]
 
     def add_catalog_sources(self, frame: pd.DataFrame, *, now: datetime) -> int:
-        """Bulk-insert reference sources (name, ra_deg, dec_deg, flux_jy, spectral_index).
+        """Insert those reference sources (name, ra_deg, dec_deg, flux_jy, spectral_index) not in.
 
-        Ids are given in RA order, so a field's sources form a narrow id range. Returns
-        the number inserted.
+        One transaction adds every name ``sources`` lacks, so two seeders at once add each
+        name once: the unique index on ``sources.name`` makes the later commit fail, and
+        its retry finds the names there. Ids are given in RA order, so a field's sources
+        form a narrow id range. Returns the number inserted.
         """
         cat = frame.loc[:, ["name", "ra_deg", "dec_deg", "flux_jy", "spectral_index"]]
+        repeated = cat["name"][cat["name"].duplicated()].unique()
+        if len(repeated):
+            raise ValueError(f"reference catalog: {len(repeated)} name(s) more than once "
+                             f"(first {repeated[0]!r}); a name identifies one source, so make "
+                             "the names unique")
+        for attempt in range(WRITE_ATTEMPTS):
+            try:
+                return self._insert_catalog(cat, now=now)
+            except (duckdb.TransactionException, duckdb.ConstraintException):
+                # Another seeder committed some of these names since this one began.
+                if attempt == WRITE_ATTEMPTS - 1:
+                    raise
+                log.info("catalog insert conflicted with another seeder, retrying")
+                time.sleep(0.01 * (attempt + 1))
+        raise AssertionError("unreachable")
+
+    def _insert_catalog(self, cat: pd.DataFrame, *, now: datetime) -> int:
         cur = self._cur
         _register(cur, "_catalog_in", cat)
         try:
             with self._transaction() as tx:
-                tx.execute(
+                return int(tx.execute(
                     "INSERT INTO sources (name, ra_deg, dec_deg, catalog_flux_jy, "
-                    "spectral_index, origin, created_utc) SELECT name, ra_deg, dec_deg, "
-                    "flux_jy, spectral_index, 'catalog', ? FROM _catalog_in "
-                    "ORDER BY ra_deg, dec_deg", [now])
+                    "spectral_index, origin, created_utc) SELECT c.name, c.ra_deg, c.dec_deg, "
+                    "c.flux_jy, c.spectral_index, 'catalog', ? FROM _catalog_in c "
+                    "WHERE NOT EXISTS (SELECT 1 FROM sources s WHERE s.name = c.name) "
+                    "ORDER BY c.ra_deg, c.dec_deg", [now]).fetchone()[0])
         finally:
             _unregister(cur, "_catalog_in")
-        return len(cat)
 
     # ---------------------------------------------------------------- the stage
     def image_to_measure(self, observation_id: str) -> dict | None:
@@ -124,7 +143,8 @@ class PhotometryQueries:
                     thresholds=thresholds)
             except (duckdb.TransactionException, duckdb.ConstraintException):
                 # ConstraintException: both inserted the first variability row of a source.
-                if attempt == WRITE_ATTEMPTS - 1:
+                # Inside a caller's transaction (a record under a claim) only it can retry.
+                if attempt == WRITE_ATTEMPTS - 1 or self._in_transaction:
                     raise
                 log.info("image %d: photometry write conflicted, retrying", image_id)
                 time.sleep(0.01 * (attempt + 1))
@@ -143,6 +163,7 @@ class PhotometryQueries:
                 before = tx.execute("SELECT DISTINCT source_id FROM photometry "
                                     "WHERE image_id = ?", [image_id]).df()
                 tx.execute("DELETE FROM photometry WHERE image_id = ?", [image_id])
+            rows, new_sources = _known_names_as_rows(tx, rows, new_sources)
             new_ids = self._insert_new_sources(tx, new_sources, image_id=image_id, now=now)
             frame = _photometry_frame(rows, new_sources, new_ids, image_id=image_id, mjd=mjd)
             _register(cur, "_phot_in", frame)
@@ -360,6 +381,31 @@ class PhotometryQueries:
         return int(n)
 
 
+def fill_missing_variability(conn: duckdb.DuckDBPyConnection, *, now: datetime,
+                             thresholds: VariabilityThresholds | None = None) -> int:
+    """Compute variability of every source with photometry but no variability row.
+
+    Runs on ``conn`` inside its open transaction (a migration's: 0006 drops the rows of the
+    sources it merged). Returns the number of sources computed.
+    """
+    ids = conn.execute("SELECT DISTINCT source_id FROM photometry WHERE source_id NOT IN "
+                       "(SELECT source_id FROM variability)").fetchnumpy()["source_id"]
+    source_ids = np.sort(np.asarray(ids, np.int64))
+    _OnConnection(conn)._update_variability(
+        conn, source_ids, image_id=-1, full=True,
+        thresholds=thresholds or VariabilityThresholds(), now=now)
+    if source_ids.size:
+        log.info("computed variability of %d source(s) that had none", source_ids.size)
+    return int(source_ids.size)
+
+
+class _OnConnection(PhotometryQueries):
+    """The write side over one bare connection, before a Store exists (migrations)."""
+
+    def __init__(self, conn: duckdb.DuckDBPyConnection):
+        self._cur = conn
+
+
 def _register(cur, name: str, frame: pd.DataFrame) -> None:
     """Register a DataFrame as a view on ``cur``.
 
@@ -376,6 +422,36 @@ def _unregister(cur, name: str) -> None:
         cur.unregister(name)
     except duckdb.Error:
         log.debug("could not unregister %s after an aborted transaction", name)
+
+
+def _known_names_as_rows(tx, rows: pd.DataFrame, new_sources: pd.DataFrame | None
+                         ) -> tuple[pd.DataFrame, pd.DataFrame | None]:
+    """New-source candidates whose name a source has already become rows of that source.
+
+    Names are unique (migration 0006): two images of one field measured at once can each
+    find the same new source, and the later writer then finds its name taken; two islands
+    of one image that round to one name keep the brighter. Returns (rows, new_sources).
+    """
+    if new_sources is None or len(new_sources) == 0:
+        return rows, new_sources
+    new_sources = (new_sources.sort_values("snr", ascending=False, kind="stable")
+                   .drop_duplicates("name").sort_index())
+    names = new_sources["name"].astype(str)
+    known = dict(tx.execute("SELECT name, id FROM sources WHERE list_contains(?, name)",
+                            [names.tolist()]).fetchall())
+    if not known:
+        return rows, new_sources
+    hit = names.isin(list(known)).to_numpy()
+    found = new_sources[hit]
+    ids = found["name"].astype(str).map(known).to_numpy(np.int64)
+    fresh = ~np.isin(ids, rows["source_id"].to_numpy(np.int64))  # not measured here already
+    extra = pd.DataFrame({
+        "source_id": ids[fresh], "flux_jy": found["flux_jy"].to_numpy(float)[fresh],
+        "flux_err_jy": found["flux_err_jy"].to_numpy(float)[fresh],
+        "snr": found["snr"].to_numpy(float)[fresh],
+        "local_rms_jy": found["local_rms_jy"].to_numpy(float)[fresh], "background_jy": 0.0,
+        "pb": found["pb"].to_numpy(float)[fresh], "flags": 0, "forced": False})
+    return pd.concat([rows, extra], ignore_index=True), new_sources[~hit]
 
 
 def _photometry_frame(rows: pd.DataFrame, new_sources: pd.DataFrame, new_ids: np.ndarray, *,
