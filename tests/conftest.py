@@ -185,3 +185,11 @@ def page(browser):
     pg.set_default_timeout(20_000)
     yield pg
     context.close()
+
+
+def run_async(coro):
+    """Run a coroutine to its end from sync test code, even beside Playwright's own loop."""
+    import asyncio
+    import concurrent.futures
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:
+        return pool.submit(asyncio.run, coro).result()

@@ -11,7 +11,7 @@ from datetime import timedelta
 import numpy as np
 import pytest
 from astropy.io import fits
-from conftest import ServedHome
+from conftest import ServedHome, run_async
 from image_factory import SPECS, T_IMG, make_images
 from playwright.sync_api import expect
 
@@ -308,13 +308,13 @@ def test_table_frame_and_qa_labels(small_store):
 
 def test_viewer_and_browser_in_a_notebook(small_store):
     viewer = ImageViewer(store=small_store, image_id=2)
-    shown = viewer._view(2, "fits")
+    shown = run_async(viewer._view(2, "fits"))
     assert "**Image 2**" in shown[0].object
     assert f"{len(small_store.reference_sources(2))} reference sources" in shown[0].object
     assert "api/images/2/fits" in shown[1].object
-    missing = viewer._view(2, "psf")
+    missing = run_async(viewer._view(2, "psf"))
     assert "product psf: no file registered" in missing.object
-    unknown = viewer._view(77, "fits")
+    unknown = run_async(viewer._view(77, "fits"))
     assert "image 77: not in the store" in unknown.object
     browser = ImageBrowser(store=small_store, qa="passed")
     assert small_store.count_images(browser.filters()) == 2

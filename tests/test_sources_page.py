@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 import pytest
 from astropy.io.votable import parse_single_table
-from conftest import T0, ServedHome
+from conftest import T0, ServedHome, run_async
 from playwright.sync_api import expect
 from test_exports import write_image
 from test_store_sources import fill_sources
@@ -206,7 +206,7 @@ def test_page_in_python_filters_pages_selects_and_refreshes(store, tmp_path):
     assert lc_csv.image_id.tolist() == store.lightcurve(page.source_id).image_id.tolist()
     page._lc.selected.indices = [1]
     assert page._cutout.visible and page._cutout.object.startswith(b"\x89PNG")
-    whole = pd.read_csv(page._sources_csv())
+    whole = pd.read_csv(run_async(page._sources_csv()))
     assert len(whole) == want  # the whole filter, not the 10 rows on screen
 
     # New measurements arrive: the next refresh shows them; nothing new, nothing re-sent.
@@ -216,10 +216,10 @@ def test_page_in_python_filters_pages_selects_and_refreshes(store, tmp_path):
                        "snr, forced) VALUES (?, ?, 61001.0, 0.5, 0.01, 50, false)", [sid, img])
     store._cur.execute("UPDATE variability SET n_meas = 5, updated_utc = updated_utc + "
                        "INTERVAL 1 MINUTE WHERE source_id = ?", [sid])
-    page._refresh()
+    page._refresh_store()
     assert len(page._lc.data["t"]) == 5
     before = page._points.data
-    page._refresh()
+    page._refresh_store()
     assert page._points.data is before
 
     # Bad input leaves the last good filter in force and says why.

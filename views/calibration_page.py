@@ -24,12 +24,9 @@ from bokeh.palettes import Category10_10
 from bokeh.plotting import figure
 
 from pipeline.calibration.registry import CalibrationConfig
-from pipeline.calibration.stage import selection_for
-from pipeline.calibration.summary import SolutionsSummary, solutions_summary
-from pipeline.jobs.runner import utcnow
-from pipeline.jobs.runner_state import RunnerState
-from pipeline.store import Store
-from views.live import LiveLink
+from pipeline.calibration.summary import SolutionsSummary
+from pipeline.clock import utcnow
+from views.base import StorePage, on_event
 
 MJD_UNIX_EPOCH = 40587.0
 MS_PER_DAY = 86_400_000.0
@@ -177,22 +174,17 @@ def _fmt(v, spec: str) -> str:
     return "—" if _missing(v) else format(float(v), spec)
 
 
-class CalibrationPage(pn.viewable.Viewer):
+class CalibrationPage(StorePage):
     """Which caltables cover which time, how good each is, and calibrator flux over time."""
 
-    store = param.ClassSelector(class_=Store, doc="Query methods over the catalog.")
-    state = param.ClassSelector(class_=RunnerState, doc="The job runner's live state.")
     config = param.ClassSelector(class_=CalibrationConfig, default=CalibrationConfig(),
                                  doc="Validity windows and QA gate used for selection.")
     observation = param.String(default=NO_OBSERVATION, doc="Observation marked on the timeline.")
     caltable_id = param.Integer(default=None, allow_None=True, doc="The table shown in detail.")
-
-    def __init__(self, **params):
-        params.setdefault("state", RunnerState())
-        super().__init__(**params)
+    live_period_ms = 2000
 
     # ------------------------------------------------------------------ layout
-    def __panel__(self) -> pn.viewable.Viewable:
+    def _build(self) -> pn.viewable.Viewable:
         self._rows = self.store.caltables()
         self._observations = self.store.observations(limit=500)
         if self.observation == NO_OBSERVATION and not self._observations.empty:
@@ -200,9 +192,10 @@ class CalibrationPage(pn.viewable.Viewer):
         self._obs_select = pn.widgets.Select(name="Observation", options=self._obs_options(),
                                              value=self.observation, width=260,
                                              css_classes=["observation-select"])
-        self._obs_select.param.watch(self._on_observation, "value")
+        self._obs_select.param.watch(on_event(self._on_observation), "value")
         self._obs_info = pn.pane.Markdown(css_classes=["observation-selection"],
                                           sizing_mode="stretch_width")
+        self._auto_x: tuple[float, float] | None = None
         self._timeline = self._build_timeline()
         self._detail = pn.pane.HTML(qa_detail_html(None), stylesheets=[_DETAIL_CSS],
                                     css_classes=["caltable-detail"], sizing_mode="stretch_width")
@@ -213,8 +206,8 @@ class CalibrationPage(pn.viewable.Viewer):
             page_size=10, sizing_mode="stretch_width", css_classes=["caltable-table"])
         self._update_observation()
         self._update_timeline()
+        self._flux_series = None
         self._update_flux()
-        LiveLink(self.state, self._refresh, period_ms=2000)
         return pn.Column(
             pn.pane.Markdown("## Calibration"),
             pn.pane.Markdown(
@@ -351,19 +344,32 @@ class CalibrationPage(pn.viewable.Viewer):
         gaps = coverage_gaps([data["left"][i] for i in accepted],
                              [data["right"][i] for i in accepted], lo=lo - pad, hi=hi + pad)
         n_lanes = max(data["lane"], default=0) + 1
-        self._gaps.data = {"left": [g[0] for g in gaps], "right": [g[1] for g in gaps]}
+        gap_data = {"left": [g[0] for g in gaps], "right": [g[1] for g in gaps]}
+        if gap_data != dict(self._gaps.data):
+            self._gaps.data = gap_data
         self._gap_band.glyph.top = n_lanes - 0.3
         self._gap_band.glyph.bottom = -0.7
         self._timeline.y_range.start, self._timeline.y_range.end = -0.7, n_lanes - 0.3
         self._timeline.height = 140 + 44 * n_lanes
-        self._x_range.start, self._x_range.end = lo - pad, hi + pad
-        self._bars.data = data
+        # The data's span only while the operator has not panned or zoomed: a range
+        # the browser changed is theirs, and no refresh takes it back.
+        current = (self._x_range.start, self._x_range.end)
+        if self._auto_x is None or current == self._auto_x:
+            self._auto_x = (lo - pad, hi + pad)
+            if current != self._auto_x:
+                self._x_range.start, self._x_range.end = self._auto_x
+        if data != dict(self._bars.data):
+            self._bars.data = data
         ids = data["id"]
         self._bars.selected.indices = ([ids.index(self.caltable_id)]
                                        if self.caltable_id in ids else [])
 
     def _update_flux(self) -> None:
-        points, lines = flux_data(self.store.calibrator_flux_series())
+        series = self.store.calibrator_flux_series()
+        if self._flux_series is not None and series.equals(self._flux_series):
+            return  # resending equal data would re-range a plot the operator zoomed
+        self._flux_series = series
+        points, lines = flux_data(series)
         self._flux_points.data = points
         self._flux_lines.data = lines
 
@@ -374,9 +380,11 @@ class CalibrationPage(pn.viewable.Viewer):
             self._obs_info.object = "No observation chosen."
             return
         self._obs_line.location = float(mjd_to_ms(mid))
-        selection = selection_for(self.store, mid, self.config)
-        self._obs_info.object = selection_markdown(
-            self.observation, mid, selection, self.store.calibration_applied(self.observation))
+        selection = self.store.caltable_selection(mid, self.config)
+        text = selection_markdown(self.observation, mid, selection,
+                                  self.store.calibration_applied(self.observation))
+        if text != self._obs_info.object:
+            self._obs_info.object = text
 
     def _show_detail(self) -> None:
         match = self._rows[self._rows.id == self.caltable_id]
@@ -385,7 +393,7 @@ class CalibrationPage(pn.viewable.Viewer):
             self._solutions.visible = False
             return
         row = match.iloc[0]
-        summary = solutions_summary(row.b_path, row.g_path)
+        summary = self.store.caltable_solutions(int(row.id))
         self._detail.object = qa_detail_html(row, summary.missing)
         self._show_solutions(summary)
 
@@ -419,11 +427,23 @@ class CalibrationPage(pn.viewable.Viewer):
         self._update_observation()
         self._update_timeline()
 
-    def _refresh(self) -> None:
-        self._rows = self.store.caltables()
-        self._observations = self.store.observations(limit=500)
-        self._obs_select.options = self._obs_options()
-        self._table.value = self._table_frame()
+    def _refresh_store(self) -> None:
+        rows = self.store.caltables()
+        observations = self.store.observations(limit=500)
+        tables_changed = not rows.equals(self._rows)
+        obs_changed = not observations.equals(self._observations)
+        self._rows, self._observations = rows, observations
+        if obs_changed:
+            options = self._obs_options()
+            if options != self._obs_select.options:
+                self._obs_select.options = options
+        if tables_changed:
+            self._table.value = self._table_frame()
         self._update_timeline()
         self._update_flux()
         self._update_observation()
+
+    def _refresh_progress(self) -> None:
+        now_ms = float(mjd_to_ms(pd.Timestamp(utcnow()).to_julian_date() - 2400000.5))
+        if abs(now_ms - self._now_line.location) > 60_000:  # a minute moves it visibly
+            self._now_line.location = now_ms

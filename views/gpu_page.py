@@ -14,9 +14,7 @@ import panel as pn
 import param
 
 from pipeline.gpu_devices import GpuReading, ImagingBackend, imaging_backend, read_gpus
-from pipeline.jobs.runner_state import RunnerState
-from pipeline.store import Store
-from views.live import LiveLink
+from views.base import StorePage
 
 _CSS = """
 .gpu-cards {display: flex; flex-wrap: wrap; gap: 10px;}
@@ -91,20 +89,15 @@ def backend_summary(recent: pd.DataFrame) -> str:
     return f"Last {len(recent)} images — " + " · ".join(parts)
 
 
-class GpuPage(pn.viewable.Viewer):
+class GpuPage(StorePage):
     """Devices read live through NVML and the backend each recent image used."""
 
-    store = param.ClassSelector(class_=Store, doc="Query methods over the catalog.")
-    state = param.ClassSelector(class_=RunnerState, doc="The job runner's live state.")
     period_ms = param.Integer(default=2000, bounds=(250, None), doc="Device refresh period.")
     recent = param.Integer(default=50, bounds=(1, 1000), doc="How many recent images.")
     reader = param.Callable(default=read_gpus, doc="Reads the devices (NVML by default).")
+    live_period_ms = 2000
 
-    def __init__(self, **params):
-        params.setdefault("state", RunnerState())  # a notebook may have no runner
-        super().__init__(**params)
-
-    def __panel__(self) -> pn.viewable.Viewable:
+    def _build(self) -> pn.viewable.Viewable:
         self._devices = pn.pane.HTML(stylesheets=[_CSS], sizing_mode="stretch_width",
                                      css_classes=["gpu-devices"])
         self._summary = pn.pane.Markdown(css_classes=["backend-summary"])
@@ -113,9 +106,8 @@ class GpuPage(pn.viewable.Viewer):
             pagination="local", page_size=15, sizing_mode="stretch_width",
             css_classes=["recent-images"])
         self._refresh_devices()
-        self._refresh_images()
+        self._refresh_store()
         self._start_polling(self._refresh_devices)
-        LiveLink(self.state, self._refresh_images, period_ms=2000)
         return pn.Column(
             pn.pane.Markdown("## GPU status"), self._devices,
             pn.pane.Markdown("### Recent images: backend and time"), self._summary,
@@ -130,9 +122,13 @@ class GpuPage(pn.viewable.Viewer):
         pn.state.on_session_destroyed(lambda *_: cb.stop())
 
     def _refresh_devices(self) -> None:
-        self._devices.object = devices_html(self.reader(), imaging_backend())
+        text = devices_html(self.reader(), imaging_backend())
+        if text != self._devices.object:
+            self._devices.object = text
 
-    def _refresh_images(self) -> None:
+    def _refresh_store(self) -> None:
         recent = self.store.recent_images(limit=self.recent)
         self._summary.object = backend_summary(recent)
-        self._table.value = recent_frame(recent)
+        frame = recent_frame(recent)
+        if not frame.equals(self._table.value):
+            self._table.value = frame

@@ -8,8 +8,10 @@ In a notebook: ``ImageViewer(store=Store.open(home), image_id=3)``.
 
 from __future__ import annotations
 
+import asyncio
 import html
 import math
+from dataclasses import dataclass
 
 import holoviews as hv
 import numpy as np
@@ -127,6 +129,17 @@ def info_markdown(record: dict, plane: ImagePlane, n_sources: int, lo: float,
             f"{lo:.4g} … {hi:.4g} {plane.bunit or ''}")
 
 
+@dataclass(frozen=True, kw_only=True)
+class _Loaded:
+    """One image product as read for the viewer."""
+
+    record: dict
+    plane: ImagePlane
+    sources: pd.DataFrame
+    levels: dict[str, tuple[float, float]]
+    products: list[str]
+
+
 class ImageViewer(pn.viewable.Viewer):
     """Zoomable view of one image with hover readout, beam and catalog overlay."""
 
@@ -142,7 +155,13 @@ class ImageViewer(pn.viewable.Viewer):
                             "links (relative to the page).")
     height = param.Integer(default=620, bounds=(200, None), doc="Plot height in pixels.")
 
+    def __init__(self, **params):
+        super().__init__(**params)
+        self._layout: pn.viewable.Viewable | None = None
+
     def __panel__(self) -> pn.viewable.Viewable:
+        if self._layout is not None:  # built once: a second display mirrors the first
+            return self._layout
         controls = pn.Row(
             pn.widgets.Select.from_param(self.param.product, name="Product", width=130),
             pn.widgets.Select.from_param(self.param.cmap, name="Colour map", width=130),
@@ -152,44 +171,56 @@ class ImageViewer(pn.viewable.Viewer):
             pn.widgets.Checkbox.from_param(self.param.show_catalog, name="Catalog overlay",
                                            css_classes=["catalog-toggle"]),
             sizing_mode="stretch_width", css_classes=["viewer-controls"])
+        # async: the plane is read in a worker thread while the loop serves everyone else,
+        # and the body shows a loading spinner meanwhile
         body = pn.panel(pn.bind(self._view, self.param.image_id, self.param.product),
-                        sizing_mode="stretch_width")
-        return pn.Column(controls, body, sizing_mode="stretch_width",
-                         css_classes=["image-viewer"])
+                        sizing_mode="stretch_width", loading_indicator=True)
+        self._layout = pn.Column(controls, body, sizing_mode="stretch_width",
+                                 css_classes=["image-viewer"])
+        return self._layout
 
-    def _view(self, image_id: int | None, product: str) -> pn.viewable.Viewable:
+    def _load(self, image_id: int, product: str) -> _Loaded:
+        """Everything the view needs from the store and the file (runs in a worker thread)."""
+        record = self.store.image(image_id)
+        plane = self.store.image_plane(image_id, product)
+        # a PSF's WCS is centred on the source, not on the field: no catalog over it
+        sources = (self.store.reference_sources(image_id, plane=plane) if product != "psf"
+                   else pd.DataFrame(columns=["name", "ra_deg", "dec_deg", "flux_jy", "x", "y"]))
+        levels = {name: clip_levels(plane.data, pct) for name, pct in CLIPS.items()}
+        return _Loaded(record=record, plane=plane, sources=sources, levels=levels,
+                       products=self.store.image_products(image_id))
+
+    async def _view(self, image_id: int | None, product: str) -> pn.viewable.Viewable:
         if image_id is None:
             return pn.pane.Markdown("Choose an image in the table or the gallery.",
                                     css_classes=["viewer-empty"])
         try:
-            record = self.store.image(image_id)
-            plane = self.store.image_plane(image_id, product)
-            # a PSF's WCS is centred on the source, not on the field: no catalog over it
-            sources = (self.store.reference_sources(image_id, plane=plane)
-                       if product != "psf" else
-                       pd.DataFrame(columns=["name", "ra_deg", "dec_deg", "flux_jy", "x", "y"]))
+            # A 4096² plane is 64 MB read and sampled: never on the server's IO loop.
+            loaded = await asyncio.to_thread(self._load, image_id, product)
         except ContimgError as exc:
             return pn.pane.Alert(str(exc), alert_type="warning", css_classes=["viewer-error"])
+        plane = loaded.plane
         return pn.Column(
-            pn.pane.Markdown(pn.bind(self._info, record, plane, len(sources), self.param.clip),
+            pn.pane.Markdown(pn.bind(self._info, loaded, self.param.clip),
                              css_classes=["viewer-info"], sizing_mode="stretch_width"),
-            pn.pane.HTML(products_html(image_id, self.store.image_products(image_id),
-                                       self.api_root), css_classes=["viewer-downloads"]),
-            pn.pane.HoloViews(self._plot(plane, sources, image_id),
+            pn.pane.HTML(products_html(image_id, loaded.products, self.api_root),
+                         css_classes=["viewer-downloads"]),
+            pn.pane.HoloViews(self._plot(plane, loaded.sources, image_id, loaded.levels),
                               css_classes=["viewer-plot"]),
             sizing_mode="stretch_width")
 
-    def _info(self, record: dict, plane: ImagePlane, n: int, clip: str) -> str:
-        return info_markdown(record, plane, n, *clip_levels(plane.data, CLIPS[clip]))
+    def _info(self, loaded: _Loaded, clip: str) -> str:
+        return info_markdown(loaded.record, loaded.plane, len(loaded.sources),
+                             *loaded.levels[clip])
 
-    def _plot(self, plane: ImagePlane, sources: pd.DataFrame, image_id: int) -> hv.Overlay:
+    def _plot(self, plane: ImagePlane, sources: pd.DataFrame, image_id: int,
+              levels: dict[str, tuple[float, float]]) -> hv.Overlay:
         # Imported on first use: datashader (numba) and the plotting backend cost the
         # server ~2 s at start-up, and only this page needs them.
         import holoviews.plotting.bokeh  # noqa: F401, PLC0415 — .opts() needs a backend
         from holoviews.operation.datashader import rasterize  # noqa: PLC0415
 
         ny, nx = plane.shape
-        levels = {name: clip_levels(plane.data, pct) for name, pct in CLIPS.items()}
         # Coordinates given explicitly: an array alone would put FITS row 0 (the bottom,
         # south) at the top.
         base = hv.Image((np.arange(nx), np.arange(ny), plane.data), kdims=["x", "y"],

@@ -16,11 +16,9 @@ import panel as pn
 import param
 from panel.reactive import ReactiveHTML
 
-from pipeline.jobs.runner_state import RunnerState
-from pipeline.store import Store
 from pipeline.store.images import ImageFilter, mjd_to_utc
+from views.base import StorePage, on_event
 from views.image_viewer import ImageViewer
-from views.live import LiveLink
 
 QA_CHOICES = ("all", "passed", "failed")
 _QA_FILTER = {"all": None, "passed": True, "failed": False}
@@ -105,11 +103,9 @@ def gallery_items(rows: pd.DataFrame, api_root: str, limit: int = 24) -> list[di
             for r in rows.head(limit).itertuples(index=False)]
 
 
-class ImageBrowser(pn.viewable.Viewer):
+class ImageBrowser(StorePage):
     """Find images by time, declination, noise and QA; open one in the viewer."""
 
-    store = param.ClassSelector(class_=Store, doc="Query methods over the catalog.")
-    state = param.ClassSelector(class_=RunnerState, doc="The job runner's live state.")
     time_range = param.DateRange(default=None, doc="Mid-time range, UTC (None: all).")
     dec_range = param.Range(default=None, doc="Declination range, degrees (None: all).")
     rms_range = param.Range(default=None, doc="rms range, mJy/beam (None: all).")
@@ -117,9 +113,9 @@ class ImageBrowser(pn.viewable.Viewer):
     image_id = param.Integer(default=None, allow_None=True, doc="The image open in the viewer.")
     limit = param.Integer(default=2000, bounds=(1, None), doc="Rows fetched at most.")
     api_root = param.String(default="api", doc="URL of the server's /api (relative to page).")
+    live_period_ms = 3000
 
     def __init__(self, **params):
-        params.setdefault("state", RunnerState())  # a notebook may have no runner
         super().__init__(**params)
         self.viewer = ImageViewer(store=self.store, api_root=self.api_root)
 
@@ -132,22 +128,22 @@ class ImageBrowser(pn.viewable.Viewer):
                            rms_min=None if r0 is None else r0 / 1e3,
                            rms_max=None if r1 is None else r1 / 1e3, qa=_QA_FILTER[self.qa])
 
-    def __panel__(self) -> pn.viewable.Viewable:
+    def _build(self) -> pn.viewable.Viewable:
         self._rows = pd.DataFrame()
         self._count = pn.pane.Markdown(css_classes=["image-count"])
         self._table = pn.widgets.Tabulator(
             pd.DataFrame(), disabled=True, pagination="remote", page_size=12,
             sizing_mode="stretch_width", css_classes=["image-table"], selectable=1,
             header_filters=False)
-        self._table.on_click(self._on_table_click)
+        self._table.on_click(on_event(self._on_table_click))
         self._gallery = ThumbnailGallery(stylesheets=[_GALLERY_CSS], sizing_mode="stretch_width",
                                          css_classes=["image-gallery"])
-        self._gallery.param.watch(self._on_thumbnail, "clicked")
+        self._gallery.param.watch(on_event(self._on_thumbnail), "clicked")
         self._viewer_title = pn.pane.Markdown("### Viewer", css_classes=["viewer-title"])
-        self.param.watch(self._refresh, ["time_range", "dec_range", "rms_range", "qa"])
-        self.param.watch(self._open, "image_id")
-        self._refresh()
-        LiveLink(self.state, self._refresh, period_ms=3000)
+        self.param.watch(on_event(self._refresh_store),
+                         ["time_range", "dec_range", "rms_range", "qa"])
+        self.param.watch(on_event(self._open), "image_id")
+        self._refresh_store()
         return pn.Column(
             pn.pane.Markdown("## Images"),
             pn.Row(self._filter_widgets(), pn.Column(self._count, self._table,
@@ -195,13 +191,15 @@ class ImageBrowser(pn.viewable.Viewer):
         hi = None if value[1] == first[1] else value[1]
         setattr(self, name, None if lo is None and hi is None else _open_range(lo, hi, name))
 
-    def _refresh(self, *_: object) -> None:
+    def _refresh_store(self, *_: object) -> None:
         flt = self.filters()
         self._rows = self.store.images(flt, limit=self.limit)
         total = self.store.count_images(flt)
         shown = f" (first {len(self._rows)})" if total > len(self._rows) else ""
-        self._count.object = (f'<span class="n-images" data-n="{total}">{total}</span> '
-                              f"image(s) match{shown}")
+        count = (f'<span class="n-images" data-n="{total}">{total}</span> '
+                 f"image(s) match{shown}")
+        if count != self._count.object:
+            self._count.object = count
         frame = table_frame(self._rows)
         # the runner ticks often while it works: resend only what changed
         if not frame.equals(self._table.value):

@@ -10,8 +10,7 @@ import param
 
 from pipeline.jobs.runner_state import RunnerState
 from pipeline.jobs.states import STAGES, STATES
-from pipeline.store import Store
-from views.live import LiveLink
+from views.base import StorePage
 
 _STATE_COLOURS = {
     "pending": "#6c757d", "converting": "#0d6efd", "converted": "#0d6efd",
@@ -67,18 +66,13 @@ def status_line(state: RunnerState) -> str:
     return f"{run} · {len(state.running)} job(s) running{err}"
 
 
-class OverviewPage(pn.viewable.Viewer):
+class OverviewPage(StorePage):
     """Health of the pipeline at a glance, live while jobs run."""
 
-    store = param.ClassSelector(class_=Store, doc="Query methods over the catalog.")
-    state = param.ClassSelector(class_=RunnerState, doc="The job runner's live state.")
     recent = param.Integer(default=25, bounds=(1, 500), doc="How many recent jobs to list.")
+    live_period_ms = 500
 
-    def __init__(self, **params):
-        params.setdefault("state", RunnerState())  # a notebook may have no runner
-        super().__init__(**params)
-
-    def __panel__(self) -> pn.viewable.Viewable:
+    def _build(self) -> pn.viewable.Viewable:
         self._cards = pn.pane.HTML(stylesheets=[_CARD_CSS], sizing_mode="stretch_width",
                                    css_classes=["overview-counts"])
         self._queues = pn.pane.HTML(stylesheets=[_CARD_CSS], sizing_mode="stretch_width")
@@ -97,8 +91,8 @@ class OverviewPage(pn.viewable.Viewer):
             sizing_mode="stretch_width", css_classes=["recent-alerts"])
         pause = pn.widgets.Toggle.from_param(self.state.param.paused, name="Pause processing",
                                              width=160)
-        self._refresh()
-        LiveLink(self.state, self._refresh)
+        self._refresh_store()
+        self._refresh_progress()
         return pn.Column(
             pn.pane.Markdown("## Observations by state"), self._cards,
             pn.pane.Markdown("### Waiting per stage"), self._queues,
@@ -108,12 +102,22 @@ class OverviewPage(pn.viewable.Viewer):
             pn.pane.Markdown("### Alerts"), self._alerts,
             sizing_mode="stretch_width")
 
-    def _refresh(self) -> None:
+    def _refresh_store(self) -> None:
         counts = self.state.counts or self.store.counts_by_state()
         self._cards.object = state_cards_html(counts)
         depth = self.state.queue_depth or self.store.queue_depth(STAGES)
         self._queues.object = stage_queue_html(depth, self.state.registered_stages)
+        jobs = self.store.recent_jobs(limit=self.recent)
+        if not jobs.equals(self._jobs.value):
+            self._jobs.value = jobs
+        alerts = self.store.recent_alerts(limit=10)
+        if not alerts.equals(self._alerts.value):
+            self._alerts.value = alerts
+        self._refresh_progress()
+
+    def _refresh_progress(self) -> None:
+        # From the runner state alone: a progress step costs no store query.
         self._status.object = status_line(self.state)
-        self._running.value = running_frame(self.state.running)
-        self._jobs.value = self.store.recent_jobs(limit=self.recent)
-        self._alerts.value = self.store.recent_alerts(limit=10)
+        running = running_frame(self.state.running)
+        if not running.equals(self._running.value):
+            self._running.value = running

@@ -6,11 +6,9 @@ import pandas as pd
 import panel as pn
 import param
 
-from pipeline.jobs.runner import utcnow
-from pipeline.jobs.runner_state import RunnerState
+from pipeline.clock import utcnow
 from pipeline.jobs.states import STAGES, STATES
-from pipeline.store import Store
-from views.live import LiveLink
+from views.base import StorePage, on_event
 
 ALL = "all"
 _DONE_STAGES = {spec.to_state: i + 1 for i, spec in enumerate(STAGES)}
@@ -43,26 +41,21 @@ def shape_rows(rows: pd.DataFrame) -> pd.DataFrame:
     return out.reindex(columns=COLUMNS)
 
 
-class PipelinePage(pn.viewable.Viewer):
+class PipelinePage(StorePage):
     """Every observation's place in the pipeline; failed ones can be sent back."""
 
-    store = param.ClassSelector(class_=Store, doc="Query methods over the catalog.")
-    state = param.ClassSelector(class_=RunnerState, doc="The job runner's live state.")
     state_filter = param.Selector(default=ALL, objects=[ALL, *STATES], label="State")
     search = param.String(default="", label="Observation id contains")
-
-    def __init__(self, **params):
-        params.setdefault("state", RunnerState())
-        super().__init__(**params)
 
     def rows(self) -> pd.DataFrame:
         """The table's rows under the current filters."""
         state = None if self.state_filter == ALL else self.state_filter
         return shape_rows(self.store.pipeline_rows(state=state, search=self.search))
 
-    def __panel__(self) -> pn.viewable.Viewable:
+    def _build(self) -> pn.viewable.Viewable:
+        self._stored = self.rows()
         self._table = pn.widgets.Tabulator(
-            self.rows(), show_index=False, disabled=True, selectable="checkbox",
+            self._stored, show_index=False, disabled=True, selectable="checkbox",
             pagination="remote", page_size=25, sizing_mode="stretch_width",
             formatters={"pipeline": {"type": "progress", "max": 100, "legend": True,
                                      "legendColor": "#000"}},
@@ -71,10 +64,9 @@ class PipelinePage(pn.viewable.Viewer):
         self._retry = pn.widgets.Button(name="Retry selected failed", disabled=True,
                                         css_classes=["retry-button"])
         self._message = pn.pane.Markdown(css_classes=["pipeline-message"])
-        self._retry.on_click(self._on_retry)
-        self._table.param.watch(self._on_select, "selection")
-        self.param.watch(lambda *_: self._refresh(), ["state_filter", "search"])
-        LiveLink(self.state, self._refresh, period_ms=1000)
+        self._retry.on_click(on_event(self._on_retry))
+        self._table.param.watch(on_event(self._on_select), "selection")
+        self.param.watch(on_event(lambda *_: self._refresh_store()), ["state_filter", "search"])
         filters = pn.Row(
             pn.widgets.Select.from_param(self.param.state_filter, width=160),
             pn.widgets.TextInput.from_param(self.param.search, width=240,
@@ -84,6 +76,7 @@ class PipelinePage(pn.viewable.Viewer):
             self.store.quarantined_files(limit=200), show_index=False, disabled=True,
             pagination="local", page_size=10, sizing_mode="stretch_width",
             css_classes=["quarantine-table"])
+        self._refresh_progress()
         return pn.Column(pn.pane.Markdown("## Pipeline & jobs"), filters, self._table,
                          pn.pane.Markdown("### Quarantined input"), self._quarantine,
                          sizing_mode="stretch_width")
@@ -103,13 +96,31 @@ class PipelinePage(pn.viewable.Viewer):
                 if self.store.retry_observation(obs, now=utcnow())]
         self._message.object = (f"Sent back to the queue: {', '.join(done)}" if done
                                 else "Nothing to retry")
-        self._refresh()
+        self._refresh_store()
 
-    def _refresh(self) -> None:
-        # Keep what the operator ticked: rows move as new observations arrive.
+    def _refresh_store(self) -> None:
+        self._stored = self.rows()
+        self._show(self._stored)
+        quarantined = self.store.quarantined_files(limit=200)
+        if not quarantined.equals(self._quarantine.value):
+            self._quarantine.value = quarantined
+
+    def _refresh_progress(self) -> None:
+        # Progress of running jobs from the runner state: no store query per step.
+        live = {r["observation_id"]: r["progress"] for r in self.state.running}
+        rows = self._stored
+        if live and len(rows):
+            stage_progress = [100 * pipeline_fraction(s, live[o]) if o in live else p
+                              for o, s, p in zip(rows.id, rows.state, rows.pipeline,
+                                                 strict=True)]
+            rows = rows.assign(pipeline=[round(p) for p in stage_progress])
+        self._show(rows)
+
+    def _show(self, rows: pd.DataFrame) -> None:
         old = self._table.value
+        if rows.equals(old):
+            return
+        # Keep what the operator ticked: rows move as new observations arrive.
         chosen = {old.iloc[i].id for i in self._table.selection if i < len(old)}
-        rows = self.rows()
         self._table.value = rows
         self._table.selection = [i for i, obs in enumerate(rows.id) if obs in chosen]
-        self._quarantine.value = self.store.quarantined_files(limit=200)

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
 import html
 import io
 import math
 import re
 from collections.abc import Callable
 from functools import partial
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -19,14 +19,10 @@ from astropy.coordinates import SkyCoord
 from bokeh.models import ColumnDataSource, HoverTool, Span, TapTool
 from bokeh.plotting import figure
 
-from pipeline.cutouts import cutout_png
-from pipeline.errors import ContimgError
 from pipeline.exports import csv_bytes, votable_bytes
-from pipeline.jobs.runner_state import RunnerState
 from pipeline.photometry.thresholds import VariabilityThresholds
-from pipeline.store import Store
 from pipeline.store.sources import FilterSpec, InvalidFilter
-from views.live import LiveLink
+from views.base import StorePage, on_event, on_session_loop
 
 MJD_UNIX_EPOCH = 40587.0
 MS_PER_DAY = 86_400_000.0
@@ -118,11 +114,9 @@ def _mjy(v):
     return None if v is None else v * 1e3
 
 
-class SourcesPage(pn.viewable.Viewer):
+class SourcesPage(StorePage):
     """Find sources by variability, flux or position; see and export their lightcurves."""
 
-    store = param.ClassSelector(class_=Store, doc="Query methods over the catalog.")
-    state = param.ClassSelector(class_=RunnerState, doc="The job runner's live state.")
     thresholds = param.ClassSelector(class_=VariabilityThresholds,
                                      default=VariabilityThresholds(),
                                      doc="η and V thresholds drawn on the scatter.")
@@ -131,14 +125,14 @@ class SourcesPage(pn.viewable.Viewer):
     page_size = param.Integer(default=50, bounds=(5, 1000))
     offset = param.Integer(default=0, bounds=(0, None))
     source_id = param.Integer(default=None, allow_None=True, doc="The selected source.")
+    live_period_ms = 5000
 
     def __init__(self, **params):
-        params.setdefault("state", RunnerState())
         super().__init__(**params)
         self._syncing = False
 
     # ------------------------------------------------------------------ layout
-    def __panel__(self) -> pn.viewable.Viewable:
+    def _build(self) -> pn.viewable.Viewable:
         filters = self._build_filters()
         self._table = pn.widgets.Tabulator(
             pd.DataFrame(), show_index=False, disabled=True, selectable=1, pagination=None,
@@ -148,8 +142,8 @@ class SourcesPage(pn.viewable.Viewer):
         self._table.param.watch(self._on_table_select, "selection")
         self._prev = pn.widgets.Button(label="◀ previous", width=110, css_classes=["page-prev"])
         self._next = pn.widgets.Button(label="next ▶", width=110, css_classes=["page-next"])
-        self._prev.on_click(lambda _: self._turn(-1))
-        self._next.on_click(lambda _: self._turn(+1))
+        self._prev.on_click(on_event(lambda _: self._turn_page(-1)))
+        self._next.on_click(on_event(lambda _: self._turn_page(+1)))
         self._page_info = pn.pane.HTML(css_classes=["page-info"])
         self._scatter = self._build_scatter()
         self._lightcurve = self._build_lightcurve()
@@ -165,7 +159,6 @@ class SourcesPage(pn.viewable.Viewer):
         self._refresh_table()
         self._refresh_scatter()
         self._show_source()
-        LiveLink(self.state, self._refresh, period_ms=5000)
         return pn.Column(
             pn.pane.Markdown("## Sources & lightcurves"),
             pn.Row(filters, pn.Column(self._table, pn.Row(self._prev, self._page_info,
@@ -260,10 +253,14 @@ class SourcesPage(pn.viewable.Viewer):
             return pn.widgets.FileDownload(callback=fn, filename=filename, label=label,
                                            width=200,
                                            css_classes=[css])
+        self._export_progress = pn.indicators.Progress(
+            active=True, value=-1, width=140, visible=False, css_classes=["export-progress"])
+        self._export_status = pn.pane.HTML("", css_classes=["export-status"])
         whole = pn.Row(button("Filtered sources (VOTable)", "download-sources-vot",
                               self._sources_votable, "sources.vot"),
                        button("Filtered sources (CSV)", "download-sources-csv",
                               self._sources_csv, "sources.csv"),
+                       pn.Column(self._export_progress, self._export_status),
                        self._scatter_note)
         self._lc_vot = button("Lightcurve (VOTable)", "download-lightcurve-vot",
                               self._lightcurve_votable, "lightcurve.vot")
@@ -348,29 +345,23 @@ class SourcesPage(pn.viewable.Viewer):
     def _show_cutout(self, index: int) -> None:
         image_id = int(self._lc.data["image_id"][index])
         mjd = float(self._lc.data["mjd"][index])
-        img = self.store.photometry_image(image_id)
-        if img is None or self._src is None:
-            self._cutout.visible = False
-            self._cutout_caption.object = f"<b>image #{image_id}</b>: no longer in the store"
+        if self._src is None:
             return
-        # The PB-corrected image is what the flux was measured on, when it was written.
-        paths = [p for p in (img.pbcor_path, img.path) if p]
-        path = next((p for p in paths if Path(p).is_file()), img.path)
-        try:
-            png = cutout_png(path, self._src["ra_deg"], self._src["dec_deg"])
-        except ContimgError as exc:
+        cut = self.store.source_cutout(image_id, self._src["ra_deg"], self._src["dec_deg"])
+        if cut.png is None:
             self._cutout.visible = False
-            self._cutout_caption.object = f"<b>image #{image_id}</b>: {html.escape(str(exc))}"
+            self._cutout_caption.object = (f"<b>image #{image_id}</b>: "
+                                           f"{html.escape(cut.problem)}")
             return
-        self._cutout.object = png
+        self._cutout.object = cut.png
         self._cutout.visible = True
         self._cutout_caption.object = (
             f"<span data-image-id='{image_id}'>image #{image_id}, MJD {mjd:.5f}<br>"
-            f"<code>{html.escape(str(path))}</code></span>")
+            f"<code>{html.escape(str(cut.path))}</code></span>")
 
     # ---------------------------------------------------------------- events
     def _on_filter_input(self, _event) -> None:
-        _on_session_loop(self._apply_filter_inputs)
+        on_session_loop(self._apply_filter_inputs)
 
     def _apply_filter_inputs(self) -> None:
         try:
@@ -396,7 +387,7 @@ class SourcesPage(pn.viewable.Viewer):
         self._refresh_scatter()
 
     def _turn(self, step: int) -> None:
-        _on_session_loop(partial(self._turn_page, step))
+        on_session_loop(partial(self._turn_page, step))
 
     def _turn_page(self, step: int) -> None:
         self.offset = max(0, self.offset + step * self.page_size)
@@ -405,20 +396,20 @@ class SourcesPage(pn.viewable.Viewer):
     def _on_table_select(self, event) -> None:
         if self._syncing or not event.new or not len(self._rows):
             return
-        _on_session_loop(partial(self._select, int(self._rows.id.iloc[event.new[0]])))
+        on_session_loop(partial(self._select, int(self._rows.id.iloc[event.new[0]])))
 
     def _on_scatter_tap(self, _attr, _old, new) -> None:
         if self._syncing:
             return
         ids = self._points.data["id"]
         if new and new[0] < len(ids):
-            self._select(int(ids[new[0]]))
+            on_session_loop(partial(self._select, int(ids[new[0]])))
 
     def _on_point_tap(self, _attr, _old, new) -> None:
         if new and new[0] < len(self._lc.data["image_id"]):
-            self._show_cutout(new[0])
+            on_session_loop(partial(self._show_cutout, new[0]))
 
-    def _refresh(self) -> None:
+    def _refresh_store(self) -> None:
         # The runner ticks often; only new measurements are worth re-sending the plots.
         revision = self.store.sources_revision()
         if revision == self._revision:
@@ -432,12 +423,34 @@ class SourcesPage(pn.viewable.Viewer):
                 self._show_source()
 
     # --------------------------------------------------------------- exports
-    def _sources_votable(self) -> io.BytesIO:
-        return io.BytesIO(votable_bytes(self.store.iter_sources(self.filter), name="sources",
-                                        description=f"contimg filter {self.filter.to_json()}"))
+    async def _sources_votable(self) -> io.BytesIO:
+        spec = self.filter
+        return await self._export("VOTable", lambda: votable_bytes(
+            self.store.iter_sources(spec), name="sources",
+            description=f"contimg filter {spec.to_json()}"))
 
-    def _sources_csv(self) -> io.BytesIO:
-        return io.BytesIO(csv_bytes(self.store.iter_sources(self.filter)))
+    async def _sources_csv(self) -> io.BytesIO:
+        spec = self.filter
+        return await self._export("CSV", lambda: csv_bytes(self.store.iter_sources(spec)))
+
+    async def _export(self, kind: str, build: Callable[[], bytes]) -> io.BytesIO:
+        """Build a whole-filter export in a worker thread, a progress bar showing meanwhile.
+
+        A whole catalog takes seconds to format; on the IO loop it would stall every
+        session, /metrics and /api/health for as long.
+        """
+        self._export_progress.visible = True
+        self._export_status.object = f"<i>building the {kind}…</i>"
+        try:
+            data = await asyncio.to_thread(build)
+        except Exception as exc:
+            self._export_status.object = f"<b>{kind} export failed</b>: {html.escape(str(exc))}"
+            raise
+        finally:
+            self._export_progress.visible = False
+        self._export_status.object = (f"<span data-bytes='{len(data)}'>{kind}: "
+                                      f"{len(data) / 1e6:.1f} MB</span>")
+        return io.BytesIO(data)
 
     def _lightcurve_votable(self) -> io.BytesIO:
         src = self._src or {}
@@ -447,20 +460,6 @@ class SourcesPage(pn.viewable.Viewer):
 
     def _lightcurve_csv(self) -> io.BytesIO:
         return io.BytesIO(csv_bytes(self._lc_rows))
-
-
-def _on_session_loop(fn: Callable[[], None]) -> None:
-    """Run ``fn`` holding the session's document lock.
-
-    Panel delivers a widget's client events (a row click, a typed value) outside the
-    Bokeh document lock; plain Bokeh models changed there break the session, so go round the
-    loop once. Without a server session (a notebook) there is no lock to take.
-    """
-    doc = pn.state.curdoc
-    if doc is not None and doc.session_context is not None:
-        doc.add_next_tick_callback(fn)
-    else:
-        fn()
 
 
 def _jy(mjy: float | None) -> float | None:

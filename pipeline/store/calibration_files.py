@@ -12,8 +12,8 @@ from pathlib import Path
 import pandas as pd
 
 from pipeline.calibration.registry import (
-    CaltableRecord,
     CalibrationConfig,
+    CaltableRecord,
     Selection,
     select_caltables,
 )

@@ -1,0 +1,84 @@
+"""What every page shares: the store and runner-state parameters, one layout, one event rule.
+
+A page builds its widgets once, on first display, and returns that same layout every
+time it is displayed (a notebook showing it twice keeps both copies live: Panel mirrors
+each widget into every document it is shown in).
+
+The rule for browser events: a handler that changes the page goes through ``on_event``,
+which runs it on the session's IO loop holding the document lock (Panel delivers some
+client events outside that lock, and a plain Bokeh model changed there breaks the
+session); without a server session (a notebook, a test) it runs at once.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from functools import wraps
+from typing import Any
+
+import panel as pn
+import param
+
+from pipeline.jobs.runner_state import RunnerState
+from pipeline.store import Store
+from views.live import LiveLink
+
+
+def on_session_loop(fn: Callable[[], None]) -> None:
+    """Run ``fn`` on the session's loop with the document lock held (now, without one)."""
+    doc = pn.state.curdoc
+    if doc is not None and doc.session_context is not None:
+        doc.add_next_tick_callback(fn)
+    else:
+        fn()
+
+
+def on_event(handler: Callable[..., None]) -> Callable[..., None]:
+    """Wrap a browser-event handler (watcher, on_change, on_click) by the page rule."""
+    @wraps(handler)
+    def deliver(*args: Any) -> None:
+        on_session_loop(lambda: handler(*args))
+    return deliver
+
+
+class StorePage(pn.viewable.Viewer):
+    """Base of the pages: store and runner state, a layout built once, live refreshes.
+
+    Subclasses implement ``_build`` (the layout, widgets created there once) and may
+    implement ``_refresh_store`` (store-backed parts; runs only when the store may have
+    changed) and ``_refresh_progress`` (from the runner state alone, no store query).
+    """
+
+    store = param.ClassSelector(class_=Store, doc="Query methods over the catalog.")
+    state = param.ClassSelector(class_=RunnerState, doc="The job runner's live state.")
+
+    #: how often a session looks at the runner state, ms
+    live_period_ms: int = 1000
+
+    def __init__(self, **params):
+        params.setdefault("state", RunnerState())  # a notebook may have no runner
+        super().__init__(**params)
+        self._layout: pn.viewable.Viewable | None = None
+        self._live: LiveLink | None = None
+
+    def __panel__(self) -> pn.viewable.Viewable:
+        if self._layout is None:
+            self._layout = self._build()
+            self._live = LiveLink(self.state, on_store=self._refresh_store,
+                                  on_progress=self._refresh_progress,
+                                  period_ms=self.live_period_ms)
+        return self._layout
+
+    def refresh(self) -> None:
+        """Re-read everything now (a notebook's refresh; a served page refreshes itself)."""
+        self._refresh_store()
+        self._refresh_progress()
+
+    def _build(self) -> pn.viewable.Viewable:
+        raise NotImplementedError
+
+    def _refresh_store(self) -> None:
+        """Re-read the store-backed parts (default: nothing)."""
+
+    def _refresh_progress(self) -> None:
+        """Redraw what the runner state alone shows (default: nothing)."""
