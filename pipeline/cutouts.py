@@ -3,19 +3,18 @@
 from __future__ import annotations
 
 import io
-import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 from astropy import units as u
 from astropy.coordinates import SkyCoord
-from astropy.io import fits
 from astropy.nddata import Cutout2D, NoOverlapError
-from astropy.wcs import WCS, FITSFixedWarning
+from astropy.wcs import WCS
 from PIL import Image, ImageDraw
 
 from pipeline.errors import ContimgError
+from pipeline.fits_plane import FitsPlaneError, read_fits_plane
 
 
 class CutoutError(ContimgError):
@@ -38,28 +37,12 @@ class Cutout:
 
 def _celestial_plane(path: Path) -> tuple[np.ndarray, WCS, str]:
     """The first 2-D sky plane of a FITS image (any FREQ/STOKES axes take index 0)."""
-    if not path.is_file():
-        raise CutoutError(path, "image file not found",
-                          "it was moved or deleted; re-image the observation")
     try:
-        with fits.open(path, memmap=True) as hdul:
-            hdu = hdul[0]
-            header, data = hdu.header, hdu.data
-            if data is None or data.ndim < 2:
-                raise CutoutError(path, "primary HDU holds no image",
-                                  "point the images table at the restored image")
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore", FITSFixedWarning)
-                wcs = WCS(header)
-            if not wcs.has_celestial or sorted(
-                    (wcs.wcs.lng, wcs.wcs.lat)) != [0, 1]:
-                raise CutoutError(path, "the first two axes are not RA/Dec",
-                                  "write images with RA, Dec as axes 1 and 2 (CASA order)")
-            plane = np.asarray(data[(0,) * (data.ndim - 2)], dtype=np.float32)
-            return plane, wcs.celestial, str(header.get("BUNIT", ""))
-    except OSError as exc:
-        raise CutoutError(path, f"not a readable FITS file ({exc})",
-                          "re-image the observation") from None
+        plane = read_fits_plane(path)
+    except FitsPlaneError as exc:
+        problem = "image file not found" if exc.problem == "no such file" else exc.problem
+        raise CutoutError(path, problem, exc.remedy) from None
+    return plane.data, plane.wcs, plane.bunit
 
 
 def cutout(path: str | Path, ra_deg: float, dec_deg: float, *, size_arcsec: float = 300.0

@@ -11,9 +11,10 @@ from astropy.io import fits
 from image_factory import SPECS, T_IMG, make_images
 
 from pipeline.errors import ContimgError
+from pipeline.instrument.times import mjd_to_utc, utc_to_mjd
 from pipeline.store import Store
 from pipeline.store.image_files import ImageFileMissing, UnknownImage, UnreadableImage, read_plane
-from pipeline.store.images import ImageFilter, mjd_to_utc, utc_to_mjd
+from pipeline.store.images import ImageFilter
 
 
 @pytest.fixture(scope="module")

@@ -12,9 +12,7 @@ from __future__ import annotations
 import warnings
 
 import numpy as np
-from astropy import units as u
 from astropy.coordinates import EarthLocation
-from astropy.time import Time
 from astropy.utils import iers
 
 #: Keys under which a writer records the pointing declination in ``extra_keywords``,
@@ -63,14 +61,6 @@ def pointing_dec_deg(uvd, *, source: str = "") -> float:
     raise ValueError(f"{source}: cannot tell the pointing declination from a "
                      f"{entry['cat_type']} phase centre; record it in "
                      "extra_keywords['phase_center_dec'] (radians)")
-
-
-def meridian_ra_deg(mid_jd: float, location: EarthLocation) -> float:
-    """ICRS RA of the meridian at ``mid_jd`` (UTC Julian date): the apparent LST, degrees."""
-    use_bundled_iers()
-    lst = Time(mid_jd, format="jd", scale="utc").sidereal_time(
-        "apparent", longitude=location.lon)
-    return float(lst.to_value(u.deg))
 
 
 def meridian_icrs_deg(times_jd: np.ndarray | float, dec_deg: float,

@@ -7,7 +7,7 @@ from functools import partial
 from pipeline.calibration.stage import calibrate_stage, prepare_calibrate, record_calibrate
 from pipeline.convert.stage import convert_stage
 from pipeline.imaging.stage import image_stage, record_image, stage_inputs
-from pipeline.ingest.ingester import IngestConfig, Ingester
+from pipeline.ingest.ingester import Ingester
 from pipeline.jobs.runner import StageRegistry
 from pipeline.photometry.stage import (
     RESORT_EVERY_S,
@@ -22,17 +22,15 @@ from pipeline.settings import Settings
 INGEST_EVERY_S = 30.0
 
 
-def default_registry(settings: Settings | None = None, *,
-                     ingest: IngestConfig | None = None) -> StageRegistry:
+def default_registry(settings: Settings | None = None) -> StageRegistry:
     """Registry used by `contimg serve` and `contimg process`, configured by ``settings``.
 
-    ``settings`` None means every default; ``ingest`` (older callers) overrides
-    ``settings.ingest``.
+    ``settings`` None means every default.
     """
     settings = settings or Settings()
     registry = StageRegistry()
     # One Ingester per registry: it remembers file sizes between its own scans.
-    registry.register_task("ingest", Ingester(config=ingest or settings.ingest).scan,
+    registry.register_task("ingest", Ingester(config=settings.ingest).scan,
                            every_s=INGEST_EVERY_S)
     registry.register_stage("convert", convert_stage)
     # The hooks take their config as a keyword: partial keeps their logic and hands the

@@ -125,56 +125,26 @@ class ForcedTable:
 # -------------------------------------------------------------------------- reading
 def read_image(path: str | Path) -> SkyImage:
     """Read the first plane of a FITS image; ImageReadError names what is wrong."""
-    from astropy.io import fits  # noqa: PLC0415
-    from astropy.wcs import WCS, FITSFixedWarning  # noqa: PLC0415
+    from pipeline.fits_plane import FitsPlaneError, read_fits_plane  # noqa: PLC0415
 
     path = Path(path)
-    if not path.is_file():
-        raise ImageReadError(path, "no such file")
-    # astropy warns about a damaged file before failing on it: keep those warnings for a
-    # file that then reads, drop them when the error below says it all.
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
-        try:
-            with fits.open(path, memmap=False) as hdul:
-                header = hdul[0].header.copy()
-                data = hdul[0].data
-        except (OSError, ValueError, TypeError) as exc:
-            raise ImageReadError(path, f"not a readable FITS file ({exc})") from None
-    for w in caught:
-        warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
-    if data is None or data.ndim < 2:
-        raise ImageReadError(path, "primary HDU holds no image")
-    plane = np.asarray(data, dtype=np.float32).reshape((-1, *data.shape[-2:]))[0]
-    missing = [k for k in ("BMAJ", "BMIN") if k not in header]
+    try:
+        plane = read_fits_plane(path)
+    except FitsPlaneError as exc:
+        raise ImageReadError(path, exc.problem, exc.remedy) from None
+    missing = [k for k in ("BMAJ", "BMIN") if getattr(plane, f"{k.lower()}_deg") is None]
     if missing:
         raise ImageReadError(path, f"header has no restoring beam ({', '.join(missing)})",
                              "write BMAJ/BMIN/BPA in degrees when restoring the image")
-    unit = str(header.get("BUNIT", "")).strip().upper().replace(" ", "")
+    unit = plane.bunit.strip().upper().replace(" ", "")
     if unit not in ("JY/BEAM", "JY/BEAM."):
-        warnings.warn(f"image {path}: BUNIT is {header.get('BUNIT')!r}, expected JY/BEAM; "
+        warnings.warn(f"image {path}: BUNIT is {plane.bunit!r}, expected JY/BEAM; "
                       "fluxes assume Jy/beam", stacklevel=2)
-    try:
-        with warnings.catch_warnings():
-            # astropy's 'datfix'/'unitfix' notes about the header are not our problem
-            warnings.simplefilter("ignore", FITSFixedWarning)
-            wcs = WCS(header).celestial
-    except Exception as exc:  # astropy raises several types for a broken WCS
-        raise ImageReadError(path, f"unusable WCS ({exc})") from None
-    if wcs.naxis != 2 or not wcs.has_celestial:
-        raise ImageReadError(path, "no celestial (RA/Dec) axes in the WCS")
-    if not np.isfinite(plane).any():
+    if not np.isfinite(plane.data).any():
         raise ImageReadError(path, "every pixel is NaN or infinite")
-    return SkyImage(path=path, data=plane, wcs=wcs, bmaj_deg=float(header["BMAJ"]),
-                    bmin_deg=float(header["BMIN"]), bpa_deg=float(header.get("BPA", 0.0)),
-                    freq_hz=_freq_of(header))
-
-
-def _freq_of(header) -> float | None:
-    for i in range(1, int(header.get("NAXIS", 0)) + 1):
-        if str(header.get(f"CTYPE{i}", "")).upper().startswith("FREQ"):
-            return float(header[f"CRVAL{i}"])
-    return float(header["RESTFRQ"]) if "RESTFRQ" in header else None
+    return SkyImage(path=path, data=plane.data, wcs=plane.wcs, bmaj_deg=plane.bmaj_deg,
+                    bmin_deg=plane.bmin_deg, bpa_deg=plane.bpa_deg or 0.0,
+                    freq_hz=plane.freq_hz)
 
 
 # ------------------------------------------------------------------------- geometry

@@ -7,15 +7,14 @@ file I/O so that views never open files themselves.
 from __future__ import annotations
 
 import math
-import warnings
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
 from pipeline.errors import ContimgError
-from pipeline.instrument.sky import DEFAULT_CATALOG, Sky, load_catalog
+from pipeline.fits_plane import FitsPlane, FitsPlaneError, read_fits_plane
+from pipeline.instrument.sky import Sky
 
 #: product name (as the download route spells it) → images column holding its path
 PRODUCT_COLUMNS: dict[str, str] = {
@@ -51,83 +50,16 @@ class UnreadableImage(ContimgError):
         self.path = path
 
 
-@dataclass(frozen=True, kw_only=True, eq=False)
-class ImagePlane:
-    """One Stokes/frequency plane of a FITS image, ready to display.
-
-    data : (ny, nx) float32, in ``bunit``; row 0 is the bottom of the image (FITS order).
-    wcs : astropy.wcs.WCS, celestial only (two axes).
-    bmaj_deg, bmin_deg, bpa_deg : restoring beam (None when the header has none).
-    """
-
-    path: Path
-    data: np.ndarray
-    wcs: object
-    bunit: str
-    bmaj_deg: float | None
-    bmin_deg: float | None
-    bpa_deg: float | None
-    freq_hz: float | None
-    date_obs: str | None
-
-    @property
-    def shape(self) -> tuple[int, int]:
-        """(ny, nx)."""
-        return self.data.shape
-
-    @property
-    def cell_deg(self) -> tuple[float, float]:
-        """Absolute pixel size along x and y, degrees."""
-        from astropy.wcs.utils import proj_plane_pixel_scales  # noqa: PLC0415
-        sx, sy = proj_plane_pixel_scales(self.wcs)
-        return float(sx), float(sy)
-
-    def world(self, x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """RA, Dec (degrees) at 0-based pixel coordinates ``x``, ``y`` (any shape)."""
-        ra, dec = self.wcs.wcs_pix2world(np.asarray(x, float), np.asarray(y, float), 0)
-        return np.asarray(ra), np.asarray(dec)
-
-    def pixel(self, ra_deg: np.ndarray, dec_deg: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """0-based pixel coordinates of RA, Dec (degrees); NaN where the projection has none."""
-        x, y = self.wcs.wcs_world2pix(np.asarray(ra_deg, float), np.asarray(dec_deg, float), 0)
-        return np.asarray(x), np.asarray(y)
+#: One plane of a FITS image, ready to display (the shared reader's record).
+ImagePlane = FitsPlane
 
 
 def read_plane(path: str | Path) -> ImagePlane:
     """The first Stokes/frequency plane of a FITS image with its celestial WCS and beam."""
-    from astropy.io import fits  # noqa: PLC0415
-    from astropy.wcs import WCS, FITSFixedWarning  # noqa: PLC0415
-
-    path = Path(path)
     try:
-        with fits.open(path, memmap=False) as hdul:
-            header = hdul[0].header
-            data = hdul[0].data
-    except OSError as exc:
-        raise UnreadableImage(path, f"not a readable FITS file ({exc})") from None
-    if data is None or data.ndim < 2:
-        raise UnreadableImage(path, "primary HDU holds no image")
-    # Degenerate FREQ/STOKES axes come first in numpy order; take the first plane of each.
-    while data.ndim > 2:
-        data = data[0]
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", FITSFixedWarning)  # DATE-OBS → MJD-OBS fix-ups
-        wcs = WCS(header).celestial
-    if wcs.naxis != 2:
-        raise UnreadableImage(path, "header has no celestial (RA/Dec) axes")
-
-    def card(key: str) -> float | None:
-        value = header.get(key)
-        return None if value is None else float(value)
-
-    freq = None
-    for i in range(1, int(header.get("NAXIS", 0)) + 1):
-        if str(header.get(f"CTYPE{i}", "")).upper().startswith("FREQ"):
-            freq = card(f"CRVAL{i}")
-    return ImagePlane(path=path, data=np.ascontiguousarray(data, dtype=np.float32), wcs=wcs,
-                      bunit=str(header.get("BUNIT", "")), bmaj_deg=card("BMAJ"),
-                      bmin_deg=card("BMIN"), bpa_deg=card("BPA"), freq_hz=freq,
-                      date_obs=header.get("DATE-OBS"))
+        return read_fits_plane(path)
+    except FitsPlaneError as exc:
+        raise UnreadableImage(Path(path), exc.problem) from None
 
 
 def sources_in_plane(catalog: Sky, plane: ImagePlane, *, min_flux_jy: float = 0.0,
@@ -157,7 +89,3 @@ def sources_in_plane(catalog: Sky, plane: ImagePlane, *, min_flux_jy: float = 0.
     return frame.sort_values("flux_jy", ascending=False, kind="stable").head(limit) \
         .reset_index(drop=True)
 
-
-def reference_catalog(path: str | Path = DEFAULT_CATALOG) -> Sky:
-    """The reference catalog (our CSV, or an NVSS CSV/VOTable/FITS) as a Sky."""
-    return load_catalog(path)

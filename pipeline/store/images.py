@@ -9,14 +9,14 @@ from pathlib import Path
 
 import pandas as pd
 
-from pipeline.instrument.sky import DEFAULT_CATALOG, Sky
+from pipeline.instrument.sky import DEFAULT_CATALOG, Sky, load_catalog
+from pipeline.instrument.times import mjd_to_utc, utc_to_mjd
 from pipeline.store.image_files import (
     PRODUCT_COLUMNS,
     ImageFileMissing,
     ImagePlane,
     UnknownImage,
     read_plane,
-    reference_catalog,
     sources_in_plane,
 )
 
@@ -35,23 +35,6 @@ LIST_COLUMNS = ("id", "observation_id", "mid_mjd", "ra_deg", "dec_deg", "freq_hz
                 "qa_passed", "qa_reason", "created_utc")
 #: columns ``images`` may sort by; identifiers cannot be bound parameters, so a whitelist
 SORT_COLUMNS = frozenset(LIST_COLUMNS) | {"utc"}
-_MJD_UNIX_EPOCH = 40587.0
-
-
-def utc_to_mjd(t: datetime | pd.Timestamp) -> float:
-    """UTC (naive or aware) → MJD; plain arithmetic, no IERS table needed."""
-    ts = pd.Timestamp(t)
-    if ts.tzinfo is not None:
-        ts = ts.tz_convert("UTC").tz_localize(None)
-    return _MJD_UNIX_EPOCH + (ts - pd.Timestamp("1970-01-01")) / pd.Timedelta(days=1)
-
-
-def mjd_to_utc(mjd: float | pd.Series) -> pd.Timestamp | pd.Series:
-    """MJD → naive UTC timestamp(s), to the millisecond."""
-    ms = (pd.to_numeric(mjd) - _MJD_UNIX_EPOCH) * 86_400_000.0
-    if isinstance(ms, pd.Series):
-        return pd.to_datetime(ms.round(), unit="ms")
-    return pd.Timestamp(round(float(ms)), unit="ms")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -208,7 +191,7 @@ class ImageQueries:
         """The reference catalog, parsed once per store (54 k rows take ~0.3 s)."""
         cache = self.__dict__.setdefault("_reference_catalogs", {})
         if path not in cache:
-            cache[path] = reference_catalog(path)
+            cache[path] = load_catalog(path)
         return cache[path]
 
     def recent_images(self, *, limit: int = 50) -> pd.DataFrame:
