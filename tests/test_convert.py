@@ -243,11 +243,14 @@ def test_stage_without_files_fails_with_the_observation_named(store, home, clock
 
 
 SLOW_WRITER = textwrap.dedent("""
-    import sys, time
+    import os, pathlib, sys, time
     from casacore.tables import table
     putcol = table.putcol
-    def slow_putcol(self, *args, **kwargs):  # test-only: stretch the write so we can kill it
-        time.sleep(0.15)
+    stall_on, marker = os.environ["STALL_ON"], pathlib.Path(os.environ["STALL_MARKER"])
+    def slow_putcol(self, *args, **kwargs):  # test-only: hold the write so we can kill it
+        if stall_on in self.name():
+            marker.touch()       # a column of that MS is being written: kill me now
+            time.sleep(600)
         return putcol(self, *args, **kwargs)
     table.putcol = slow_putcol
     from app.cli import main
@@ -263,20 +266,24 @@ def test_killed_mid_write_then_rerun_converts_each_exactly_once(chunk_master, ho
         settle(write_chunk(home.incoming, s, n_ant=N_ANT, n_chan=N_CHAN, n_times=N_TIMES,
                            dec_deg=DEC, seed=4))
     log = open(tmp_path / "killed.log", "w")  # noqa: SIM115 — closed below
+    marker = tmp_path / "second-is-writing"
     child = subprocess.Popen(
         [sys.executable, "-c", SLOW_WRITER, "process", "--once", "--workers", "1",
          "--home", str(home.root)], stdout=log, stderr=subprocess.STDOUT,
-        cwd=Path(__file__).resolve().parents[1])
+        cwd=Path(__file__).resolve().parents[1],
+        env={**os.environ, "STALL_ON": ids[1], "STALL_MARKER": str(marker)})
     try:
         # Kill while the second observation is half-written, after the first is done.
         first_ms, _ = ms_paths(home.ms, ids[0])
         _, second_tmp = ms_paths(home.ms, ids[1])
-        deadline = time.monotonic() + 90
-        while not (first_ms.exists() and second_tmp.exists()):
+        # The child stalls in its first putcol into the second MS, so the kill always
+        # lands mid-write however loaded the machine is (no sleep-then-kill race).
+        deadline = time.monotonic() + 180
+        while not marker.exists():
             assert child.poll() is None, (tmp_path / "killed.log").read_text()
             assert time.monotonic() < deadline, "the child never started writing"
             time.sleep(0.01)
-        time.sleep(0.3)
+        assert first_ms.exists()
         child.send_signal(signal.SIGKILL)
         child.wait(10)
     finally:
