@@ -7,6 +7,7 @@ import os
 import socket
 import subprocess
 import sys
+import threading
 import time
 import urllib.request
 from collections.abc import Iterator
@@ -193,3 +194,95 @@ def run_async(coro):
     import concurrent.futures
     with concurrent.futures.ThreadPoolExecutor(1) as pool:
         return pool.submit(asyncio.run, coro).result()
+
+
+def wait_until(predicate, *, timeout: float = 30.0, what: str = "condition") -> None:
+    """Poll ``predicate`` until it is true; fail naming ``what`` after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{what} not reached within {timeout:g} s")
+        time.sleep(0.05)
+
+
+class InProcessServer:
+    """The dashboard served from a thread of the test process (its runner and store too)."""
+
+    def __init__(self, home: Home, store: Store, state) -> None:
+        import asyncio
+
+        from tornado.ioloop import IOLoop
+
+        from app.server import AppContext, make_server
+
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        started = threading.Event()
+
+        def serve() -> None:
+            asyncio.set_event_loop(asyncio.new_event_loop())
+            self.loop = IOLoop.current()
+            server = make_server(AppContext(home=home, store=store, state=state),
+                                 port=self.port, address="127.0.0.1", loop=self.loop)
+            server.start()
+            started.set()
+            self.loop.start()
+            server.stop()
+
+        self._thread = threading.Thread(target=serve, daemon=True)
+        self._thread.start()
+        if not started.wait(30):
+            raise RuntimeError("the in-process server did not start within 30 s")
+
+    def stop(self) -> None:
+        self.loop.add_callback(self.loop.stop)
+        self._thread.join(10)
+
+
+class ViewQueryCounter:
+    """Counts the store queries that page code (views/) issues, from any thread."""
+
+    def __init__(self) -> None:
+        self.count = 0
+        self._lock = threading.Lock()
+
+    def __call__(self) -> None:
+        frame = sys._getframe(2)
+        while frame is not None:
+            if "/views/" in frame.f_code.co_filename:
+                with self._lock:
+                    self.count += 1
+                return
+            frame = frame.f_back
+
+
+def counting_store(home: Home, counter: ViewQueryCounter) -> Store:
+    """A real Store whose every query made from views/ code is counted."""
+    class CountingStore(Store):
+        @property
+        def _cur(self):
+            counter()
+            return Store._cur.fget(self)
+    return CountingStore.open(home)
+
+
+class SteppedConvert:
+    """A convert stage the test drives: it says when it runs, steps its progress, and
+    returns only when the test releases it (so no check can miss a job still running)."""
+
+    def __init__(self, *, step_s: float = 0.0, steps: int = 0):
+        self.gate = threading.Event()
+        self.step_s, self.steps = step_s, steps
+        self.started: set[str] = set()
+        self._lock = threading.Lock()
+
+    def __call__(self, ctx) -> None:
+        with self._lock:
+            self.started.add(ctx.observation.id)
+        ctx.progress(0.4 if not self.steps else 0.0)
+        for k in range(1, self.steps):
+            if self.gate.wait(self.step_s):
+                break
+            ctx.progress(k / self.steps)
+        if not self.gate.wait(120):
+            raise TimeoutError("the test never released the convert stage")

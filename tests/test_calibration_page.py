@@ -8,11 +8,22 @@ from pathlib import Path
 import numpy as np
 import pytest
 from astropy.time import Time
-from conftest import T0, ServedHome
+from conftest import (
+    T0,
+    InProcessServer,
+    ServedHome,
+    SteppedConvert,
+    ViewQueryCounter,
+    add_observations,
+    counting_store,
+    wait_until,
+)
 from playwright.sync_api import expect
 
 from pipeline.calibration.registry import CalibrationConfig, validity_window
 from pipeline.home import Home
+from pipeline.jobs.runner import Runner, RunnerConfig, StageRegistry
+from pipeline.jobs.runner_state import RunnerState
 from pipeline.store import Store
 
 pytestmark = pytest.mark.ui
@@ -57,37 +68,41 @@ TABLES = [
 ]
 
 
-@pytest.fixture(scope="module")
-def served(tmp_path_factory):
-    root = tmp_path_factory.mktemp("calpage")
-    home = Home.resolve(root / "home")
+def fill_calibration(store: Store, home: Home) -> None:
+    """Three observations and the TABLES solves (real files for the one marked so)."""
     rng = np.random.default_rng(3)
     freq = np.linspace(1.31e9, 1.50e9, N_CHAN)
+    for k in range(3):  # conftest's add_observations has placeholder mid-times
+        start = T0 + timedelta(minutes=5 * k)
+        store.add_observation(obs_id=start.strftime("%Y-%m-%dT%H:%M:%S"), start_utc=start,
+                              mid_mjd=mjd(start + timedelta(minutes=2.5)), dec_deg=33.0,
+                              n_subbands=16, now=T0, state="converted")
+    for i, (cal, dt_h, passed, snr, flagged, reason, real) in enumerate(TABLES):
+        transit = T0 + timedelta(hours=dt_h)
+        d = home.caltables / f"obs{i}"
+        b, g = d / "cal.B", d / "cal.G"
+        if real:
+            d.mkdir(parents=True)
+            bp = (1 + 0.1 * np.sin(np.linspace(0, 3, N_CHAN)))[None, :, None] * np.exp(
+                1j * rng.normal(0, 0.1, (N_ANT, N_CHAN, 2))) * rng.uniform(
+                0.9, 1.1, (N_ANT, 1, 2))
+            write_caltable(b, bp.astype(np.complex64), freq)
+            gains = rng.uniform(0.8, 1.2, (N_ANT, 1, 2)) * np.exp(
+                1j * rng.uniform(-2, 2, (N_ANT, 1, 2)))
+            write_caltable(g, gains.astype(np.complex64), freq[N_CHAN // 2:][:1])
+        lo, hi = validity_window(mjd(transit), CFG)
+        store.add_caltable(
+            observation_id=f"obs{i}", calibrator=cal, b_path=str(b), g_path=str(g),
+            transit_mjd=mjd(transit), valid_from_mjd=lo, valid_to_mjd=hi,
+            qa_passed=passed, qa_reason=reason, snr=snr, flagged_frac=flagged,
+            antennas_lost=i, flux_ratio=0.95 + 0.02 * i, model_flux_jy=16.0, now=T0)
+
+
+@pytest.fixture(scope="module")
+def served(tmp_path_factory):
+    home = Home.resolve(tmp_path_factory.mktemp("calpage") / "home")
     with Store.open(home) as store:
-        for k in range(3):  # conftest's add_observations has placeholder mid-times
-            start = T0 + timedelta(minutes=5 * k)
-            store.add_observation(obs_id=start.strftime("%Y-%m-%dT%H:%M:%S"), start_utc=start,
-                                  mid_mjd=mjd(start + timedelta(minutes=2.5)), dec_deg=33.0,
-                                  n_subbands=16, now=T0, state="converted")
-        for i, (cal, dt_h, passed, snr, flagged, reason, real) in enumerate(TABLES):
-            transit = T0 + timedelta(hours=dt_h)
-            d = home.caltables / f"obs{i}"
-            b, g = d / "cal.B", d / "cal.G"
-            if real:
-                d.mkdir(parents=True)
-                bp = (1 + 0.1 * np.sin(np.linspace(0, 3, N_CHAN)))[None, :, None] * np.exp(
-                    1j * rng.normal(0, 0.1, (N_ANT, N_CHAN, 2))) * rng.uniform(
-                    0.9, 1.1, (N_ANT, 1, 2))
-                write_caltable(b, bp.astype(np.complex64), freq)
-                gains = rng.uniform(0.8, 1.2, (N_ANT, 1, 2)) * np.exp(
-                    1j * rng.uniform(-2, 2, (N_ANT, 1, 2)))
-                write_caltable(g, gains.astype(np.complex64), freq[N_CHAN // 2:][:1])
-            lo, hi = validity_window(mjd(transit), CFG)
-            store.add_caltable(
-                observation_id=f"obs{i}", calibrator=cal, b_path=str(b), g_path=str(g),
-                transit_mjd=mjd(transit), valid_from_mjd=lo, valid_to_mjd=hi,
-                qa_passed=passed, qa_reason=reason, snr=snr, flagged_frac=flagged,
-                antennas_lost=i, flux_ratio=0.95 + 0.02 * i, model_flux_jy=16.0, now=T0)
+        fill_calibration(store, home)
     server = ServedHome(home, "--paused")
     yield server
     assert server.stop() == 0
@@ -200,3 +215,61 @@ def test_chosen_observation_is_marked_with_its_selection(served, page):
     page.locator(".observation-select select").select_option("(none)")
     expect(info).to_contain_text("No observation chosen")
     page.wait_for_function(line_visible, arg=False, timeout=10_000)
+
+
+@pytest.fixture
+def busy(home):
+    """The calibration data served in-process while a convert job steps its progress."""
+    counter = ViewQueryCounter()
+    store = counting_store(home, counter)
+    fill_calibration(store, home)
+    add_observations(store, 1, start=T0 + timedelta(hours=1))
+    convert = SteppedConvert(step_s=0.15, steps=100)
+    reg = StageRegistry()
+    reg.register_stage("convert", convert)
+    state = RunnerState()
+    runner = Runner(store, home, reg, state=state, config=RunnerConfig(poll_s=0.1, workers=1))
+    server = InProcessServer(home, store, state)
+    yield server.url, runner, state, counter
+    convert.gate.set()
+    runner.stop()
+    server.stop()
+    store.close()
+
+
+X_RANGE_JS = ("() => { const r = window.Bokeh.documents[0].get_model_by_name("
+              "'caltable-timeline').x_range; return [r.start, r.end]; }")
+
+
+def test_a_pan_holds_while_jobs_run(busy, page):
+    url, runner, state, counter = busy
+    page.goto(url + "/calibration")
+    bars_data(page)
+    auto = page.evaluate(X_RANGE_JS)
+    runner.start()
+    wait_until(lambda: state.running and state.running[0]["progress"] >= 0.3,
+               what="30 % progress")  # the job's start (a store change) is behind us
+
+    # The operator drags the timeline 300 px to the left (xpan, the active drag tool).
+    x, y = page.evaluate("""() => { const v = Bokeh.index.find_one(
+        window.Bokeh.documents[0].get_model_by_name('caltable-timeline'));
+        const b = v.canvas_view.el.getBoundingClientRect();
+        return [b.left + b.width / 2, b.top + b.height / 2]; }""")
+    page.mouse.move(x, y)
+    page.mouse.down()
+    for k in range(1, 11):
+        page.mouse.move(x - 30 * k, y)
+    page.mouse.up()
+    page.wait_for_function(f"(a) => {{ const r = ({X_RANGE_JS})(); "
+                           "return r[0] > a[0] + 0.1 * (a[1] - a[0]); }", arg=auto)
+    zoomed = page.evaluate(X_RANGE_JS)
+    before = counter.count
+    first = state.running[0]["progress"]
+
+    # 10 s later, with a progress step every 0.15 s, the range is the one the operator set
+    # (and the server holds it too, so a refresh cannot take it back).
+    wait_until(lambda: state.running and state.running[0]["progress"] >= first + 0.6,
+               timeout=60, what="60 more progress steps")
+    page.wait_for_timeout(2500)  # one more refresh period of the page
+    assert page.evaluate(X_RANGE_JS) == pytest.approx(zoomed, abs=1.0)
+    assert counter.count == before, "progress steps re-ran the page's store queries"

@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
-import asyncio
-import threading
-
 import pytest
-from conftest import T0, ServedHome, add_observations, free_port
+from conftest import (
+    T0,
+    InProcessServer,
+    ServedHome,
+    SteppedConvert,
+    ViewQueryCounter,
+    add_observations,
+    counting_store,
+    wait_until,
+)
 from playwright.sync_api import expect
-from tornado.ioloop import IOLoop
 
-from app.server import AppContext, make_server
 from pipeline.jobs.runner import Runner, RunnerConfig, StageRegistry
 from pipeline.jobs.runner_state import RunnerState
 from pipeline.jobs.states import STATES
@@ -72,59 +76,107 @@ def test_pages_fetch_nothing_from_outside(served, page):
 @pytest.fixture
 def live_server(home):
     """An in-process server whose runner has a convert stage the test releases by hand."""
-    store = Store.open(home)
+    counter = ViewQueryCounter()
+    store = counting_store(home, counter)
     add_observations(store, 3)
-    gate = threading.Event()
-
-    def convert(ctx):
-        ctx.progress(0.4)
-        gate.wait(60)
-
+    convert = SteppedConvert()
     reg = StageRegistry()
     reg.register_stage("convert", convert)
     state = RunnerState()
     runner = Runner(store, home, reg, state=state, config=RunnerConfig(poll_s=0.1, workers=3))
-    port = free_port()
-    started = threading.Event()
-    holder = {}
-
-    def serve():
-        asyncio.set_event_loop(asyncio.new_event_loop())
-        loop = IOLoop.current()
-        server = make_server(AppContext(home=home, store=store, state=state), port=port,
-                             address="127.0.0.1", loop=loop)
-        server.start()
-        holder.update(loop=loop, server=server)
-        started.set()
-        loop.start()
-        server.stop()
-
-    thread = threading.Thread(target=serve, daemon=True)
-    thread.start()
-    assert started.wait(30)
-    yield f"http://127.0.0.1:{port}", runner, gate
-    gate.set()
+    server = InProcessServer(home, store, state)
+    yield server.url, runner, convert
+    convert.gate.set()
     runner.stop()
-    holder["loop"].add_callback(holder["loop"].stop)
-    thread.join(10)
+    server.stop()
     store.close()
 
 
 def test_overview_updates_live_while_jobs_run(live_server, page):
-    url, runner, gate = live_server
+    url, runner, convert = live_server
     page.goto(url + "/overview")
     pending = page.locator('.state-card[data-state="pending"] .count')
     converting = page.locator('.state-card[data-state="converting"] .count')
     converted = page.locator('.state-card[data-state="converted"] .count')
     expect(pending).to_have_text("3")
     runner.start()
+    # every job is inside the stage and held there until the gate opens
+    wait_until(lambda: len(convert.started) == 3, what="three convert jobs running")
     expect(converting).to_have_text("3")
     expect(pending).to_have_text("0")
+    expect(page.locator(".running-jobs .tabulator-row")).to_have_count(3)
     expect(page.locator(".running-jobs")).to_contain_text("convert")
-    gate.set()
+    convert.gate.set()
     expect(converted).to_have_text("3")
     expect(converting).to_have_text("0")
+    expect(page.locator(".running-jobs .tabulator-row")).to_have_count(0)
     expect(page.locator(".recent-jobs")).to_contain_text("done")
+
+
+@pytest.fixture
+def stepping_server(home):
+    """One observation whose convert job steps its progress by 1 % every 0.15 s."""
+    counter = ViewQueryCounter()
+    store = counting_store(home, counter)
+    add_observations(store, 1)
+    convert = SteppedConvert(step_s=0.15, steps=100)
+    reg = StageRegistry()
+    reg.register_stage("convert", convert)
+    state = RunnerState()
+    runner = Runner(store, home, reg, state=state, config=RunnerConfig(poll_s=0.1, workers=1))
+    server = InProcessServer(home, store, state)
+    yield server.url, runner, convert, state, counter
+    convert.gate.set()
+    runner.stop()
+    server.stop()
+    store.close()
+
+
+#: true once the overview's running-jobs table holds a progress of at least ``want``
+RUNNING_PROGRESS_JS = """(want) => {
+  if (!window.Bokeh || !Bokeh.documents.length) return false;
+  for (const m of Bokeh.documents[0].all_models) {
+    const d = m.data;
+    if (d && d.progress !== undefined && d.stage !== undefined)
+      return Array.from(d.progress).some(p => p >= want);
+  }
+  return false;
+}"""
+
+
+def progress_of(state: RunnerState) -> float:
+    return state.running[0]["progress"] if state.running else -1.0
+
+
+def test_progress_steps_move_the_bars_without_store_queries(stepping_server, browser):
+    url, runner, convert, state, counter = stepping_server
+    context = browser.new_context(viewport={"width": 1400, "height": 900})
+    tabs = {}
+    try:
+        for slug in ("overview", "pipeline", "images", "sources", "calibration", "gpu"):
+            tabs[slug] = context.new_page()
+            tabs[slug].goto(f"{url}/{slug}")
+            expect(tabs[slug].locator("nav a.current")).to_be_visible()
+        runner.start()
+        # the job's start is a store change every page refreshes for (each within its
+        # period, 5 s at most); after that only progress moves
+        wait_until(lambda: progress_of(state) >= 0.45, what="45 % progress")
+        before = counter.count
+        first = progress_of(state)
+        bar = tabs["overview"].locator(".running-jobs .tabulator-row")
+        expect(bar).to_have_count(1)
+        wait_until(lambda: progress_of(state) >= first + 0.3, what="30 more progress steps")
+        # the overview's bar follows the runner state: it shows a later percentage
+        tabs["overview"].wait_for_function(RUNNING_PROGRESS_JS, arg=first + 0.2,
+                                           timeout=20_000)
+        assert counter.count == before, (
+            f"{counter.count - before} store queries from pages during 30 progress steps")
+        convert.gate.set()
+        expect(tabs["overview"].locator(".running-jobs .tabulator-row")).to_have_count(0)
+        # the job's end is a store change: pages read the store again
+        wait_until(lambda: counter.count > before, what="a store refresh after the job ended")
+    finally:
+        context.close()
 
 
 @pytest.fixture
