@@ -107,6 +107,15 @@ def open_group(files: Sequence[str | Path], *, progress: Callable[[float], None]
             headers.append(_header(path))
         except (OSError, KeyError) as exc:
             raise ValueError(f"{path}: cannot read as UVH5 ({exc})") from exc
+        reversed_rows = int(np.count_nonzero(headers[-1]["ant_1_array"]
+                                             > headers[-1]["ant_2_array"]))
+        if reversed_rows:
+            # The MS writer needs ant_1 <= ant_2 (CASA's order); say so here, per file.
+            raise ValueError(
+                f"{path}: {reversed_rows} of {headers[-1]['ant_1_array'].size} rows have "
+                "ant_1 > ant_2, which DSA-110's correlator never writes; this file is not "
+                "from this array, or conjugate those baselines (pyuvdata: "
+                "conjugate_bls('ant1<ant2')) and write it again")
         progress((i + 1) / len(paths))
     # Storage order: the files side by side so that, when each lists its channels
     # descending (DSA-110: sb00 highest), the whole buffer descends and the ascending

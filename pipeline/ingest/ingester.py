@@ -8,6 +8,12 @@ Every scan of ``home/incoming`` (a periodic task in the server process):
 - a file is complete when its size and mtime are unchanged since the previous scan (or
   it has not been touched for ``settle_s``, so a restart or ``process --once`` need not
   wait) and it opens (a metadata-only pyuvdata read) with finite visibilities;
+- every file, once complete, has its header checked against the instrument (telescope
+  and site, band and channel layout, polarizations, integration time, antennas against
+  ``data/``'s layout; :mod:`pipeline.ingest.instrument_check`): a file another telescope
+  wrote is quarantined at once, before grouping, so it neither forms a group of its own
+  nor joins, renames or splits one. A group whose subband it claimed to be waits for the
+  real one like any group short of a subband, and goes on as partial after the timeout;
 - a complete 16-subband group is registered as one pending observation; a group still
   short of subbands ``partial_timeout_s`` after its newest file appeared is registered
   with what is there, marked partial;
@@ -33,6 +39,12 @@ import h5py
 import numpy as np
 from pyuvdata import UVData
 
+from pipeline.ingest.instrument_check import (
+    HeaderRecord,
+    Instrument,
+    header_record,
+    instrument_problems,
+)
 from pipeline.instrument.phasing import mid_jd, pointing_dec_deg, use_bundled_iers
 from pipeline.jobs.contract import TaskContext
 from pipeline.store import Store
@@ -122,17 +134,35 @@ def parse_name(path: Path, *, n_subbands: int = N_SUBBANDS) -> SubbandFile | Non
     return SubbandFile(path=path, stamp=stamp, subband=int(sb))
 
 
-def inspect_file(path: Path) -> FileInfo:
-    """Read a subband file's metadata and scan its visibilities for NaNs; BadFile if unusable."""
+class Unreadable(BadFile):
+    """A subband file whose header cannot be read (broken, or perhaps still being written)."""
+
+
+def read_header(path: Path, *, subband: int | None = None) -> tuple[UVData, HeaderRecord]:
+    """A subband file's metadata (no data arrays) and its instrument record; Unreadable if not."""
     uvd = UVData()
     try:
         uvd.read(str(path), file_type="uvh5", read_data=False, run_check=False,
                  check_extra=False, run_check_acceptability=False, fix_old_proj=False,
                  background_lsts=False)
+        record = header_record(uvd, source=path, subband=subband)
     except Exception as exc:  # h5py and pyuvdata raise many kinds for a broken file
-        raise BadFile(f"{path}: not a readable UVH5 file ({type(exc).__name__}: "
-                      f"{str(exc).splitlines()[0] if str(exc) else 'no detail'})") from None
-    _check_finite(path)
+        raise Unreadable(f"{path}: not a readable UVH5 file ({type(exc).__name__}: "
+                         f"{str(exc).splitlines()[0] if str(exc) else 'no detail'})") from None
+    return uvd, record
+
+
+def misfit_reason(record: HeaderRecord, instrument: Instrument) -> str | None:
+    """The quarantine reason of a file ``instrument`` did not write; None if it fits."""
+    problems = instrument_problems(record, instrument)
+    if not problems:
+        return None
+    return (f"{record.source}: {'; '.join(problems)} — not {instrument.name} data; if it is, "
+            "correct the writer (or data/antennas.csv) and put the file back in incoming/")
+
+
+def file_info(uvd: UVData, path: Path) -> FileInfo:
+    """What ingest keeps of a file's metadata; BadFile if it has no pointing declination."""
     try:
         dec = pointing_dec_deg(uvd, source=str(path))
     except ValueError as exc:
@@ -146,6 +176,21 @@ def inspect_file(path: Path) -> FileInfo:
         time_min_jd=float(uvd.time_array.min()), time_max_jd=float(uvd.time_array.max()),
         int_time_s=float(np.median(uvd.integration_time)), mid_jd=mid_jd(uvd.time_array),
         dec_deg=dec)
+
+
+def inspect_file(path: Path, *, instrument: Instrument | None = None) -> FileInfo:
+    """Read a subband file's metadata, check it and scan it for NaNs; BadFile if unusable.
+
+    ``instrument`` None skips the instrument check (the group-consistency checks remain).
+    """
+    parsed = _NAME.match(path.name)
+    sb = parsed.group("sb") if parsed else ""
+    uvd, record = read_header(path, subband=int(sb) if sb.isdigit() else None)
+    if instrument is not None and (reason := misfit_reason(record, instrument)):
+        raise BadFile(reason)
+    info = file_info(uvd, path)
+    _check_finite(path)
+    return info
 
 
 def _check_finite(path: Path) -> None:
@@ -188,20 +233,35 @@ class Ingester:
     """The ingest task and what it remembers between scans (sizes, checked files)."""
 
     config: IngestConfig = field(default_factory=IngestConfig)
+    #: what a file must fit; None: DSA-110 with the shipped layout, built at the first scan
+    instrument: Instrument | None = None
     _seen: dict[Path, _Seen] = field(default_factory=dict, repr=False)
+    _headers: dict[tuple[Path, int, int], FileInfo] = field(default_factory=dict, repr=False)
     _checked: dict[tuple[Path, int, int], FileInfo] = field(default_factory=dict, repr=False)
     _registered: set[str] = field(default_factory=set, repr=False)
 
     def scan(self, ctx: TaskContext) -> int:
         """Scan ``home/incoming`` once; returns how many observations were registered."""
         use_bundled_iers()
+        if self.instrument is None:
+            self.instrument = Instrument.default()
         store, now = ctx.store, ctx.now
         candidates = self._candidates(ctx.home.incoming, store=store,
                                       quarantine=ctx.home.quarantine, now=now)
+        # Stability is judged once per scan: a second look would find any file unchanged.
+        stability: dict[Path, tuple[bool, datetime, os.stat_result]] = {}
+        for f in candidates:
+            try:
+                stability[f.path] = self._stable(f, now)
+            except FileNotFoundError:
+                continue
+        ours = [f for f in candidates if f.path in stability
+                and self._fits(f, stability[f.path], store=store,
+                               quarantine=ctx.home.quarantine, now=now)]
         registered = 0
-        for group in group_by_time(candidates, window_s=self.config.group_window_s):
-            registered += self._consider(group, store=store, quarantine=ctx.home.quarantine,
-                                         now=now)
+        for group in group_by_time(ours, window_s=self.config.group_window_s):
+            registered += self._consider(group, stability, store=store,
+                                         quarantine=ctx.home.quarantine, now=now)
         return registered
 
     __call__ = scan
@@ -230,7 +290,33 @@ class Ingester:
         for gone in set(self._seen) - present:  # moved away or registered: forget it
             del self._seen[gone]
         self._checked = {k: v for k, v in self._checked.items() if k[0] in present}
+        self._headers = {k: v for k, v in self._headers.items() if k[0] in present}
         return found
+
+    def _fits(self, f: SubbandFile, stable: tuple[bool, datetime, os.stat_result], *,
+              store: Store, quarantine: Path, now: datetime) -> bool:
+        """False (and quarantined) if a complete file's header is not this instrument's.
+
+        A file still being written, or whose header does not read yet, is left in: the
+        group's judgement reads it again once the group is whole.
+        """
+        ok, _, st = stable
+        key = (f.path, st.st_size, st.st_mtime_ns)
+        if not ok or key in self._headers:
+            return True
+        try:
+            uvd, record = read_header(f.path, subband=f.subband)
+        except Unreadable:
+            return True
+        reason = misfit_reason(record, self.instrument)
+        try:
+            if reason is not None:
+                raise BadFile(reason)
+            self._headers[key] = file_info(uvd, f.path)
+        except BadFile as exc:
+            self._quarantine(f.path, str(exc), store=store, quarantine=quarantine, now=now)
+            return False
+        return True
 
     def _stable(self, f: SubbandFile, now: datetime) -> tuple[bool, datetime, os.stat_result]:
         """(complete, when it appeared, stat): unchanged since the last scan, or settled."""
@@ -245,17 +331,15 @@ class Ingester:
         settled = (now - mtime).total_seconds() >= self.config.settle_s
         return unchanged or settled, min(first_seen, mtime), st
 
-    def _consider(self, group: list[SubbandFile], *, store: Store, quarantine: Path,
-                  now: datetime) -> int:
+    def _consider(self, group: list[SubbandFile],
+                  stability: dict[Path, tuple[bool, datetime, os.stat_result]], *,
+                  store: Store, quarantine: Path, now: datetime) -> int:
         cfg = self.config
         stable: list[tuple[SubbandFile, os.stat_result]] = []
         waiting = False
         newest = datetime.min
         for f in group:
-            try:
-                ok, appeared, st = self._stable(f, now)
-            except FileNotFoundError:
-                continue
+            ok, appeared, st = stability[f.path]
             newest = max(newest, appeared)
             waiting |= not ok
             if ok:
@@ -282,7 +366,11 @@ class Ingester:
             key = (f.path, st.st_size, st.st_mtime_ns)
             if key not in self._checked:
                 try:
-                    self._checked[key] = inspect_file(f.path)
+                    if key in self._headers:  # header read and checked when it settled
+                        _check_finite(f.path)
+                        self._checked[key] = self._headers[key]
+                    else:
+                        self._checked[key] = inspect_file(f.path, instrument=self.instrument)
                 except BadFile as exc:
                     self._quarantine(f.path, str(exc), store=store, quarantine=quarantine,
                                      now=now)

@@ -16,9 +16,16 @@ CHANNELS_PER_SUBBAND = 48
 CHANNEL_WIDTH_HZ = 244_140.625
 #: lower edge of the lowest channel; 768 channels of 244.140625 kHz reach 1498.9 MHz
 BAND_LOW_EDGE_HZ = 1_311.4e6
+SUBBAND_WIDTH_HZ = CHANNELS_PER_SUBBAND * CHANNEL_WIDTH_HZ
+BAND_HIGH_EDGE_HZ = BAND_LOW_EDGE_HZ + N_SUBBANDS * SUBBAND_WIDTH_HZ
 INTEGRATION_S = 12.884901888
 INTEGRATIONS_PER_CHUNK = 24
 CHUNK_S = INTEGRATION_S * INTEGRATIONS_PER_CHUNK
+#: the correlator's products: two linear feeds, parallel hands only
+POLARIZATIONS = ("xx", "yy")
+#: telescope names this array's files carry: the simulator's, and those DSA-110's own
+#: writers use (OVRO_MMA is CASA's name for the same site)
+TELESCOPE_NAMES = ("DSA-110", "OVRO_DSA", "OVRO_MMA")
 
 
 @dataclass(frozen=True, kw_only=True)
