@@ -22,6 +22,7 @@ from pipeline.calibration.chunk_sums import (
     gain_sums,
     inverse_products,
 )
+from pipeline.calibration.converter_flags import CONVERTER_FLAG
 from pipeline.calibration.flagging import (
     _masked_median,
     _quadratic_trend,
@@ -84,7 +85,8 @@ def clean_solved(clean_home, tmp_path_factory):
 
 def _synthetic(rng, n_ant=10, ntime=6, nchan=5, npol=2):
     a1, a2 = np.triu_indices(n_ant, 1)
-    g = rng.normal(1, 0.2, (n_ant, nchan, npol)) * np.exp(1j * rng.uniform(-3, 3, (n_ant, nchan, npol)))
+    shape = (n_ant, nchan, npol)
+    g = rng.normal(1, 0.2, shape) * np.exp(1j * rng.uniform(-3, 3, shape))
     model = np.full((ntime * a1.size, nchan, npol), 3.0 + 0j)     # a point source at centre
     A1, A2 = np.tile(a1, ntime), np.tile(a2, ntime)
     return g, model, A1, A2, g[A1] * np.conj(g[A2]) * model
@@ -507,8 +509,10 @@ def test_aoflagger_missing_is_a_clear_error(clean_home, tmp_path, monkeypatch):
 
 
 def _all_flagged(ms: Path) -> None:
+    """As if the converter had flagged everything (calibration starts from its flags)."""
     with table(str(ms), readonly=False, ack=False) as t:
-        t.putcol("FLAG", np.ones(t.getcol("FLAG").shape, bool))
+        for column in {"FLAG", CONVERTER_FLAG} & set(t.colnames()):
+            t.putcol(column, np.ones(t.getcol(column).shape, bool))
 
 
 @pytest.mark.parametrize("case, error, match", [

@@ -16,7 +16,8 @@ over the tables whose solution there is unflagged (weights renormalised); the re
 is flagged only where every table is flagged.
 
 Gains are applied in float32 (DESIGN: float32 for applying gains); a flagged solution
-flags the visibility (FLAG is OR-ed) and zeroes its CORRECTED_DATA.
+flags the visibility (OR-ed into the flags it starts from: the converter's, when it
+RFI-flags, see ``converter_flags``) and zeroes its CORRECTED_DATA.
 """
 
 from __future__ import annotations
@@ -30,6 +31,11 @@ import numpy as np
 from casacore.tables import makecoldesc, maketabdesc, table
 
 from pipeline.calibration.caltables import CalSolutions, CaltableError
+from pipeline.calibration.converter_flags import (
+    converter_flags,
+    keep_converter_flags,
+    restore_converter_flags,
+)
 from pipeline.calibration.flagging import flag_ms, flag_rows
 from pipeline.calibration.ms_columns import read_column
 from pipeline.calibration.registry import Flagger
@@ -160,15 +166,17 @@ def apply_calibration(ms: Path, *, bandpass: CalSolutions,
                       gains: list[tuple[CalSolutions, float]] | CalSolutions,
                       backend=None, flagger: Flagger | None = None,
                       progress: Callable[[float], None] | None = None) -> ApplyStats:
-    """Write CORRECTED_DATA (created if missing, DATA's shape and type) and OR flags.
+    """Write CORRECTED_DATA (created if missing, DATA's shape and type) and FLAG.
 
     ms : Measurement Set, changed in place (CORRECTED_DATA, FLAG; DATA untouched).
     bandpass : a "B" table's solutions on the MS's channels. gains : a "G" table's
     solutions, or ``[(solutions, weight), ...]`` to combine (see module docstring).
     backend : :class:`pipeline.backend.Backend` for the arithmetic (default CPU).
-    flagger : RFI-flag DATA first: ``"robust"`` on the data read for the application
+    flagger : RFI-flag DATA first, starting from the converter's flags (so a rerun
+    writes the FLAG of one run): ``"robust"`` on the data read for the application
     (one read of the MS for both), ``"aoflagger"`` by running it on the MS before;
-    None flags nothing (FLAG as it is). progress : called with 0..1 as steps finish.
+    None flags nothing and starts from FLAG as it is (a solve of the same attempt
+    flagged it). progress : called with 0..1 as steps finish.
     """
     report = progress or (lambda f: None)
     ms = Path(ms)
@@ -176,13 +184,18 @@ def apply_calibration(ms: Path, *, bandpass: CalSolutions,
         raise FileNotFoundError(f"{ms}: no such Measurement Set")
     t0 = _time.perf_counter()
     before = None
+    if flagger is not None:
+        keep_converter_flags(ms)
     if flagger == "aoflagger":
+        # aoflagger adds to FLAG in place: it starts from the converter's flags too
+        restore_converter_flags(ms)
         with table(str(ms), ack=False) as t:
             before = int(np.count_nonzero(read_column(t, "FLAG", bool)))
         flag_ms(ms, method="aoflagger")
         report(0.5)
     with table(str(ms), readonly=False, ack=False) as t:
-        data, flags = read_column(t, "DATA", np.complex64), read_column(t, "FLAG", bool)
+        data = read_column(t, "DATA", np.complex64)
+        flags = converter_flags(t) if flagger == "robust" else read_column(t, "FLAG", bool)
         time_s, a1, a2 = t.getcol("TIME"), t.getcol("ANTENNA1"), t.getcol("ANTENNA2")
         before = int(np.count_nonzero(flags)) if before is None else before
         if flagger == "robust":

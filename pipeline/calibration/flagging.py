@@ -346,18 +346,6 @@ def grid_rows(time, ant1, ant2):
     return index, times, (bls // n_ant).astype(int), (bls % n_ant).astype(int)
 
 
-def read_gridded(ms: Path, column: str, index: np.ndarray, *, what: str = "data"):
-    """A (ntime, nbl, nchan, npol) array of ``column`` (missing rows: zeros)."""
-    with table(str(ms), ack=False) as t:
-        if column not in t.colnames():
-            raise FlaggingError(ms, f"no {column} column")
-        raw = t.getcol(column)
-    out = np.zeros(index.shape + raw.shape[1:], dtype=raw.dtype)
-    have = index >= 0
-    out[have] = raw[index[have]]
-    return out
-
-
 def flag_ms(ms: Path, *, n_sigma: float = 5.0, bad_channel_fraction: float = 0.5,
             column: str = "DATA", method: Flagger = "robust", backend=None) -> FlagStats:
     """Flag outliers in ``ms`` and OR them into its FLAG column (in place).

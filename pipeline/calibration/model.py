@@ -155,54 +155,6 @@ def _catalog(path: Path) -> Sky:
     return _CATALOGS[path]
 
 
-def calibrator_model(ms: Path, calibrator: str, *, catalog_path: Path | None = None,
-                     field_catalog: Path | None = DEFAULT_CATALOG,
-                     min_field_jy: float = 0.02, dtype=np.complex64) -> np.ndarray:
-    """Model visibilities (nrow, nchan, npol) of a calibrator field: see :func:`model_visibilities`.
-
-    The same model in every polarization (XX = YY = Stokes I).
-    """
-    with table(str(_require_ms(ms)), ack=False) as t:
-        npol = t.getcell("DATA", 0).shape[1]
-    vis = model_visibilities(ms, calibrator, catalog_path=catalog_path,
-                             field_catalog=field_catalog, min_field_jy=min_field_jy,
-                             dtype=dtype)
-    return np.repeat(vis[:, :, None], npol, axis=2)
-
-
-def model_visibilities(ms: Path, calibrator: str, *, catalog_path: Path | None = None,
-                       field_catalog: Path | None = DEFAULT_CATALOG,
-                       min_field_jy: float = 0.02, dtype=np.complex64) -> np.ndarray:
-    """Model visibilities (nrow, nchan) of a calibrator field in the MS's phasing, Jy.
-
-    Parameters
-    ----------
-    ms : Path
-        A converted chunk.
-    calibrator : str
-        Name in the calibrator list (case-insensitive).
-    catalog_path : Path, optional
-        Calibrator CSV (default data/calibrators.csv).
-    field_catalog : Path or None
-        Point-source catalog (NVSS-like; default data/catalog.csv) whose sources around
-        the calibrator enter the model too; None for the calibrator alone. At DSA-110's
-        resolution the rest of the 5-deg field adds ~1 Jy rms to every visibility of a
-        16 Jy calibrator, which would bias gains by several per cent.
-    min_field_jy : float
-        Field sources whose beam-attenuated 1.4-GHz flux can reach this are modelled.
-
-    Returns
-    -------
-    (nrow, nchan) complex, rows as in the MS main table: Stokes I, the model of every
-    polarization XX and YY (unpolarised, the simulator's and CASA's convention; one
-    polarization axis fewer halves the model's memory and passes); autocorrelations
-    hold the sum of the apparent fluxes (no system noise), which the solver ignores.
-    """
-    return compute_model(read_model_inputs(ms, calibrator, catalog_path=catalog_path,
-                                           field_catalog=field_catalog,
-                                           min_field_jy=min_field_jy), dtype=dtype)
-
-
 @dataclass(frozen=True, kw_only=True, eq=False)
 class ModelInputs:
     """Everything :func:`compute_model` needs from the MS and the catalogs (no tables open).
@@ -225,7 +177,24 @@ class ModelInputs:
 def read_model_inputs(ms: Path, calibrator: str, *, catalog_path: Path | None = None,
                       field_catalog: Path | None = DEFAULT_CATALOG,
                       min_field_jy: float = 0.02) -> ModelInputs:
-    """The MS columns, site, pointing, antennas and sky model of :func:`model_visibilities`."""
+    """The MS columns, site, pointing, antennas and sky model a calibrator model needs.
+
+    Parameters
+    ----------
+    ms : Path
+        A converted chunk.
+    calibrator : str
+        Name in the calibrator list (case-insensitive).
+    catalog_path : Path, optional
+        Calibrator CSV (default data/calibrators.csv).
+    field_catalog : Path or None
+        Point-source catalog (NVSS-like; default data/catalog.csv) whose sources around
+        the calibrator enter the model too; None for the calibrator alone. At DSA-110's
+        resolution the rest of the 5-deg field adds ~1 Jy rms to every visibility of a
+        16 Jy calibrator, which would bias gains by several per cent.
+    min_field_jy : float
+        Field sources whose beam-attenuated 1.4-GHz flux can reach this are modelled.
+    """
     ms = _require_ms(ms)
     site = ms_site(ms)
     with table(str(ms), ack=False) as t:
@@ -242,7 +211,13 @@ def read_model_inputs(ms: Path, calibrator: str, *, catalog_path: Path | None = 
 
 
 def compute_model(inputs: ModelInputs, *, dtype=np.complex64) -> np.ndarray:
-    """(nrow, nchan) model visibilities from :func:`read_model_inputs` (opens no table)."""
+    """(nrow, nchan) model visibilities, Jy, from :func:`read_model_inputs` (opens no table).
+
+    Rows as in the MS main table, in the MS's phasing: Stokes I, the model of every
+    polarization XX and YY (unpolarised, the simulator's and CASA's convention; one
+    polarization axis fewer halves the model's memory and passes); autocorrelations
+    hold the sum of the apparent fluxes (no system noise), which the solver ignores.
+    """
     from pyuvdata.utils.times import get_lst_for_time  # noqa: PLC0415
 
     from pipeline.instrument.phasing import use_bundled_iers  # noqa: PLC0415

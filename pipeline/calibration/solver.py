@@ -279,117 +279,19 @@ class GainSolution:
     sigma: Any
 
 
-def _weights(flags, xp):
-    return (~xp.asarray(flags)).astype(xp.float32)
-
-
-def _blocked_sums(vis, model, flags, *, axis: int, xp, block: int = 256, pre=None):
-    """baseline_sums over ``axis`` of (ntime, nbl, nchan, npol) arrays, in baseline blocks.
-
-    ``pre(model_block, bl_slice)`` may transform the model block first (e.g. multiply in a
-    bandpass). Blocks keep the complex64 temporaries to a few hundred MB at full size.
-    """
-    nbl = vis.shape[1]
-    outs = None
-    for b0 in range(0, nbl, block):
-        sl = slice(b0, min(b0 + block, nbl))
-        v, m = xp.asarray(vis[:, sl]), xp.asarray(model[:, sl])
-        w = _weights(flags[:, sl], xp)
-        if pre is not None:
-            m, w = pre(m, w, sl)
-        part = baseline_sums(v, m, w, xp=xp, axis=axis)
-        if outs is None:
-            shape = list(vis.shape)
-            del shape[axis]
-            outs = [xp.zeros(shape, dtype=p.dtype) for p in part]
-        bl_axis = 0 if axis == 0 else 1   # the baseline axis once ``axis`` is summed away
-        for o, p in zip(outs, part, strict=True):
-            idx = [slice(None)] * o.ndim
-            idx[bl_axis] = sl
-            o[tuple(idx)] = p
-    return outs
-
-
-def data_count_order(flags, *, n_ant: int, ant1, ant2, xp=np):
-    """(n_ant,) antenna indices, most unflagged cross-correlation samples first.
-
-    flags : (ntime, nbl, nchan, npol) bool; ant1, ant2 : (nbl,) int.
-    """
-    per_bl = xp.sum(~xp.asarray(flags), axis=(0, 2, 3), dtype=xp.float64)
-    count = xp.zeros(n_ant, dtype=xp.float64)
-    a1, a2 = xp.asarray(ant1), xp.asarray(ant2)
-    onehot1 = (a1[None, :] == xp.arange(n_ant)[:, None])
-    onehot2 = (a2[None, :] == xp.arange(n_ant)[:, None])
-    count = (onehot1 | onehot2).astype(xp.float64) @ per_bl
-    return xp.argsort(-count, kind="stable")
-
-
-def solve_bandpass(vis, model, flags, ant1, ant2, *, n_ant: int, refant_order=None,
-                   n_iter: int = 100, tol: float = 1e-8, xp=np) -> GainSolution:
-    """Per-channel, per-polarization antenna gains over a whole chunk.
-
-    vis, model : (ntime, nbl, nchan, npol) complex; flags : same shape, bool; ant1, ant2 :
-    (nbl,) int, distinct cross baselines, indices in [0, n_ant).
-
-    The bandpass is solved jointly over all integrations with one gain per channel held
-    constant in time (the normal equations are summed over time, which is exactly the
-    least-squares solution for a time-constant gain). Within a 5-minute chunk the
-    antenna drifts are below 1 deg and 0.2 % (DSA-110 class electronics), far under the
-    noise of one channel, so no time-variable phase has to be divided out first; the
-    per-integration solve (:func:`solve_gains`) then takes up what drift there is.
-
-    Returns gains (n_ant, nchan, npol), reference antenna phase 0 in every channel.
-    """
-    R, Q, P, N = _blocked_sums(vis, model, flags, axis=0, xp=xp)   # (nbl, nchan, npol)
-    nbl, nchan, npol = R.shape
-    sums = [x.reshape(nbl, nchan * npol) for x in (R, Q, P, N)]
-    return solve_slots(sums, ant1, ant2, n_ant=n_ant, slots=(nchan, npol), ant_axis=0,
-                       refant_order=refant_order, n_iter=n_iter, tol=tol, flags=flags, xp=xp)
-
-
-def solve_gains(vis, model, flags, ant1, ant2, *, n_ant: int, bandpass=None,
-                refant_order=None, n_iter: int = 100, tol: float = 1e-8,
-                xp=np) -> GainSolution:
-    """Per-integration, per-polarization antenna gains after the bandpass.
-
-    vis, model, flags : (ntime, nbl, nchan, npol); bandpass : (n_ant, nchan, npol)
-    complex or None (NaN = flagged: those samples get weight 0). Solving V against
-    B_i conj(B_j) M is the same as solving V / (B_i conj B_j) against M, without a
-    divided copy of the data. Returns gains (ntime, n_ant, npol).
-    """
-    a1, a2 = xp.asarray(ant1), xp.asarray(ant2)
-    pre = None
-    if bandpass is not None:
-        B = xp.asarray(bandpass)
-        good = xp.isfinite(B)
-        Bc = xp.where(good, B, 0).astype(xp.complex64)
-
-        def pre(m, w, sl):
-            bb = Bc[a1[sl]] * xp.conj(Bc[a2[sl]])                   # (nbl, nchan, npol)
-            return m * bb[None], w * (bb != 0)[None]
-
-    R, Q, P, N = _blocked_sums(vis, model, flags, axis=2, xp=xp, pre=pre)  # (t, nbl, npol)
-    ntime, nbl, npol = R.shape
-    sums = [xp.moveaxis(x, 1, 0).reshape(nbl, ntime * npol) for x in (R, Q, P, N)]
-    return solve_slots(sums, ant1, ant2, n_ant=n_ant, slots=(ntime, npol), ant_axis=1,
-                       refant_order=refant_order, n_iter=n_iter, tol=tol, flags=flags, xp=xp)
-
-
 def solve_slots(sums, ant1, ant2, *, n_ant: int, slots: tuple[int, int], ant_axis: int,
-                refant_order, n_iter: int = 100, tol: float = 1e-8, flags=None,
+                refant_order, n_iter: int = 100, tol: float = 1e-8,
                 xp=np, batch_bytes: int = SLOT_BATCH_BYTES) -> GainSolution:
     """StEFCal over (nbl, n_slot) baseline sums; gains with the antenna axis at ``ant_axis``.
 
     sums : (R, Q, P, N), each (nbl, n_slot) with n_slot = prod(slots), over distinct cross
     baselines ant1, ant2 (compressed antenna indices); refant_order : (n_ant,) antennas in
-    order of preference (None: from ``flags``, (ntime, nbl, nchan, npol), most data first).
+    order of preference (the first is the reference).
 
     On the CPU the slots are solved in batches whose dense matrices fit ``batch_bytes``,
     on every core (a bandpass's 1536 slots at once are 570 MB of fresh matrices that
     every iteration streams through memory; a batch stays in cache); on a GPU in one go.
     """
-    if refant_order is None:
-        refant_order = data_count_order(flags, n_ant=n_ant, ant1=ant1, ant2=ant2, xp=xp)
     nslot = sums[0].shape[1]
     per_slot = 40 * n_ant * n_ant               # complex128 R, float64 Q, P and N
     step = max(1, batch_bytes // per_slot) if xp is np else nslot

@@ -8,7 +8,10 @@ Three parts, as the runner runs them:
 - ``calibrate_stage`` (anywhere: paths and parameters only): solves and/or applies, and
   returns a ``CalibrateOutcome`` as the StageResult's payload. Every observation is
   RFI-flagged (FLAG, with ``CalibrationConfig.flagger``) as tables are applied; a
-  calibrator transit is flagged by its solve.
+  calibrator transit is flagged by its solve. Each attempt starts from the converter's
+  flags (``converter_flags``), so a rerun flags what the first run flagged, no more;
+  an MS that no longer opens is first rebuilt from the observation's UVH5 files
+  (``ms_repair``).
 - ``record_calibrate`` (server, writes the store): registers a solved table with its QA
   verdict whatever the verdict, raises alerts, wakes waiting observations, and only then
   raises StageWait when the observation could not be calibrated. A table that failed QA
@@ -21,7 +24,7 @@ import logging
 import math
 import re
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -48,6 +51,8 @@ log = logging.getLogger(__name__)
 #: The StageWait reason for observations with nothing to apply; ``wake_waiting`` matches it.
 NO_CALIBRATION = "no calibration"
 STAGE = "calibrate"
+#: the part of the stage's progress that rebuilding a damaged MS takes
+REBUILD_SHARE = 0.3
 DEFAULT_CONFIG = CalibrationConfig()
 _UNSAFE = re.compile(r"[^A-Za-z0-9._-]")
 
@@ -79,31 +84,39 @@ class CalibrateOutcome:
 
     ``applied`` is the selection of registered tables that calibrated the observation;
     ``own_solve_applied`` says its own new solve did instead (ids are known only once the
-    record hook registers it); ``waiting`` says why nothing did.
+    record hook registers it); ``waiting`` says why nothing did; ``rebuilt_ms`` names
+    the MS rebuilt from the UVH5 files because the one there was damaged.
     """
 
     solved: SolvedTables | None = None
     applied: Selection | None = None
     own_solve_applied: bool = False
     waiting: str | None = None
+    rebuilt_ms: str | None = None
 
 
 @dataclass(frozen=True, kw_only=True)
 class Numerics:
-    """The calibration numerics the stage calls (tests pass small fakes of the same API)."""
+    """The calibration numerics the stage calls (tests pass small fakes of the same API).
+
+    ``repair(ctx, ms, progress=...)`` returns the path of an MS rebuilt because ``ms``
+    was damaged, or None when it is fine; None here takes the MS as it is.
+    """
 
     solve: Callable[..., Any]
     read_caltable: Callable[[Path], Any]
     apply: Callable[..., Any]
+    repair: Callable[..., Path | None] | None = None
 
 
 def default_numerics() -> Numerics:
     """The real numerics, imported when a stage runs (they pull in casacore)."""
     from pipeline.calibration.apply import apply_calibration  # noqa: PLC0415
     from pipeline.calibration.caltables import read_caltable  # noqa: PLC0415
+    from pipeline.calibration.ms_repair import rebuild_if_damaged  # noqa: PLC0415
     from pipeline.calibration.solve_ms import solve_calibrator_ms  # noqa: PLC0415
     return Numerics(solve=solve_calibrator_ms, read_caltable=read_caltable,
-                    apply=apply_calibration)
+                    apply=apply_calibration, repair=rebuild_if_damaged)
 
 
 # ------------------------------------------------------------------ which calibrator
@@ -229,6 +242,20 @@ def run_calibrate(ctx: StageContext, *, numerics: Numerics) -> StageResult:
     if not obs.ms_path:
         raise CalibrationInputError(obs.id, "has no Measurement Set; convert it first")
     ms = Path(obs.ms_path)
+    rebuilt = None
+    if numerics.repair is not None:
+        rebuilt = numerics.repair(ctx, ms, progress=lambda f: ctx.progress(REBUILD_SHARE * f))
+    if rebuilt is None:
+        return StageResult(payload=_calibrate(ctx, ms, numerics=numerics))
+    outer = ctx.progress
+    ctx = replace(ctx, progress=lambda f: outer(REBUILD_SHARE + (1 - REBUILD_SHARE) * f))
+    outcome = _calibrate(ctx, rebuilt, numerics=numerics)
+    return StageResult(payload=replace(outcome, rebuilt_ms=str(rebuilt)), ms_path=str(rebuilt))
+
+
+def _calibrate(ctx: StageContext, ms: Path, *, numerics: Numerics) -> CalibrateOutcome:
+    """Solve and/or apply on ``ms``, a Measurement Set that opens."""
+    obs = ctx.observation
     config: CalibrationConfig = ctx.inputs.get("config") or DEFAULT_CONFIG
     selection: Selection = ctx.inputs.get("selection") or Selection(kind="none")
     solve = ctx.inputs.get("solve")
@@ -248,11 +275,11 @@ def run_calibrate(ctx: StageContext, *, numerics: Numerics) -> StageResult:
         if passed:
             # solve_calibrator_ms has applied its own tables to this MS already.
             ctx.progress(1.0)
-            return StageResult(payload=CalibrateOutcome(solved=solved, own_solve_applied=True))
+            return CalibrateOutcome(solved=solved, own_solve_applied=True)
         log.warning("observation %s: %s solve rejected (%s)", obs.id, solve, reason)
     if selection.kind == "none":
         # The record hook registers the rejected table, then makes the observation wait.
-        return StageResult(payload=CalibrateOutcome(solved=solved, waiting=NO_CALIBRATION))
+        return CalibrateOutcome(solved=solved, waiting=NO_CALIBRATION)
     start = 0.85 if solve else 0.1
     ctx.progress(start)
     # every observation is RFI-flagged as its tables are applied (a calibrator transit
@@ -261,7 +288,7 @@ def run_calibrate(ctx: StageContext, *, numerics: Numerics) -> StageResult:
                     flagger=config.flagger if solved is None else None,
                     progress=lambda f: ctx.progress(start + (1 - start) * f))
     ctx.progress(1.0)
-    return StageResult(payload=CalibrateOutcome(solved=solved, applied=selection))
+    return CalibrateOutcome(solved=solved, applied=selection)
 
 
 def apply_selection(ms: Path, selection: Selection, *, numerics: Numerics,
@@ -285,6 +312,10 @@ def record_calibrate(store: Store, obs: Observation, result: StageResult, now: d
     if not isinstance(outcome, CalibrateOutcome):
         raise CalibrationInputError(obs.id, f"calibrate stage returned {type(outcome).__name__}"
                                     ", expected CalibrateOutcome")
+    if outcome.rebuilt_ms:
+        store.add_alert(severity="warning", kind="ms rebuilt", subject=obs.id, now=now,
+                        message=f"observation {obs.id}: its Measurement Set was damaged and "
+                                f"was rebuilt from its subband files ({outcome.rebuilt_ms})")
     new_id = None
     if outcome.solved is not None:
         new_id = register_solve(store, obs.id, outcome.solved, now=now, config=config)
