@@ -1,4 +1,4 @@
-"""Tornado handlers mounted beside the Panel pages: /metrics, /api/health, image files."""
+"""Tornado handlers beside the Panel pages: /metrics, /api/health, image files, exports."""
 
 from __future__ import annotations
 
@@ -7,12 +7,15 @@ import os
 from pathlib import Path
 
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+from tornado.ioloop import IOLoop
 from tornado.iostream import StreamClosedError
 from tornado.web import HTTPError, RequestHandler
 
 from pipeline import __version__
+from pipeline.exports import csv_bytes, votable_bytes
 from pipeline.jobs.runner_state import RunnerState
 from pipeline.store import Store
+from pipeline.store.sources import FilterSpec, InvalidFilter
 
 
 class MetricsHandler(RequestHandler):
@@ -96,6 +99,54 @@ class ImageFileHandler(RequestHandler):
                     await self.flush()
                 except StreamClosedError:
                     return
+
+
+#: content type and file name per format of GET /api/sources.<format>
+EXPORT_FORMATS = {"vot": ("application/x-votable+xml", "sources.vot"),
+                  "csv": ("text/csv; charset=utf-8", "sources.csv")}
+
+
+class SourcesExportHandler(RequestHandler):
+    """GET /api/sources.<vot|csv>?filter=<FilterSpec JSON>: every source the filter matches.
+
+    The table is read and formatted in a worker thread (a whole catalog takes seconds)
+    and sent in 1 MiB chunks, so the IO loop keeps serving every page and /api/health
+    meanwhile; nothing goes through a page's websocket.
+    """
+
+    def initialize(self, store: Store) -> None:
+        """Tornado passes the route's arguments here."""
+        self.store = store
+
+    async def get(self, fmt: str) -> None:
+        """Build the export off the loop, then stream it."""
+        if fmt not in EXPORT_FORMATS:
+            raise HTTPError(404)
+        try:
+            spec = FilterSpec.from_json(self.get_argument("filter", "{}"))
+        except InvalidFilter as exc:
+            self.set_status(400)
+            self.write({"error": f"filter: {exc}"})
+            return
+        body = await IOLoop.current().run_in_executor(None, self._build, fmt, spec)
+        content_type, filename = EXPORT_FORMATS[fmt]
+        self.set_header("Content-Type", content_type)
+        self.set_header("Content-Length", str(len(body)))
+        self.set_header("Content-Disposition", f'attachment; filename="{filename}"')
+        view = memoryview(body)
+        for start in range(0, len(body), _CHUNK):
+            self.write(bytes(view[start:start + _CHUNK]))
+            try:
+                await self.flush()
+            except StreamClosedError:
+                return
+
+    def _build(self, fmt: str, spec: FilterSpec) -> bytes:
+        chunks = self.store.iter_sources(spec)
+        if fmt == "csv":
+            return csv_bytes(chunks)
+        return votable_bytes(chunks, name="sources",
+                             description=f"contimg filter {spec.to_json()}")
 
 
 def _download_name(path: Path, product: str) -> str:

@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import asyncio
 import html
 import io
 import math
 import re
-from collections.abc import Callable
 from functools import partial
+from urllib.parse import quote
 
 import numpy as np
 import pandas as pd
@@ -18,6 +17,7 @@ from astropy import units as u
 from astropy.coordinates import SkyCoord
 from bokeh.models import ColumnDataSource, HoverTool, Span, TapTool
 from bokeh.plotting import figure
+from panel.reactive import ReactiveHTML
 
 from pipeline.exports import csv_bytes, votable_bytes
 from pipeline.photometry.thresholds import VariabilityThresholds
@@ -33,6 +33,68 @@ SORT_LABELS = {"η": "eta", "V": "v", "mean flux": "wmean_jy", "catalog flux": "
                "separation": "sep_arcsec"}
 _LC_COLUMNS = ("t", "mjd", "flux_mjy", "lo", "hi", "snr", "kind", "marker", "colour",
                "fill_alpha", "image_id")
+
+
+_EXPORT_CSS = """
+.export-link {display: inline-flex; align-items: center; gap: 6px; margin: 4px 6px 4px 0;}
+.export-link .spinner {width: 14px; height: 14px; border: 2px solid #ced4da;
+  border-top-color: #0072b5; border-radius: 50%; animation: spin 0.8s linear infinite;}
+@keyframes spin {to {transform: rotate(360deg);}}
+.export-link .status {font-size: 0.85em; color: #495057;}
+"""
+
+
+class ExportLink(ReactiveHTML):
+    """A download button for the server's export route, with a spinner while it builds.
+
+    Once the file has arrived it shows its size. The file never goes through the page's
+    websocket: the browser fetches it over HTTP, and the server builds it in a worker
+    thread.
+    """
+
+    url = param.String(default="", doc="The export route, with the filter in its query.")
+    filename = param.String(default="sources.vot", doc="Name the browser saves it under.")
+    label = param.String(default="Download", doc="The button's text.")
+
+    _template = """
+<div class="export-link">
+  <button id="button" class="bk-btn bk-btn-default"
+          onclick="${script('fetch_it')}">{{ label }}</button>
+  <span id="spinner" class="spinner" style="display: none"></span>
+  <span id="status" class="status"></span>
+</div>"""
+    _scripts = {
+        "fetch_it": """
+          spinner.style.display = "inline-block";
+          status.textContent = "building…";
+          status.dataset.state = "building";
+          button.disabled = true;
+          fetch(data.url).then(r => {
+            if (!r.ok) throw new Error(r.status + " " + r.statusText);
+            return r.blob();
+          }).then(blob => {
+            const a = document.createElement("a");
+            a.href = URL.createObjectURL(blob);
+            a.download = data.filename;
+            document.body.appendChild(a);
+            a.click();
+            a.remove();
+            status.textContent = (blob.size / 1e6).toFixed(1) + " MB";
+            status.dataset.bytes = blob.size;
+            status.dataset.state = "done";
+          }).catch(e => {
+            status.textContent = "failed: " + e.message;
+            status.dataset.state = "failed";
+          }).finally(() => {
+            spinner.style.display = "none";
+            button.disabled = false;
+          });""",
+    }
+
+
+def export_url(api_root: str, fmt: str, spec: FilterSpec) -> str:
+    """The export route's URL for a filter (relative to the page, like the other /api links)."""
+    return f"{api_root}/sources.{fmt}?filter={quote(spec.to_json(), safe='')}"
 
 
 def mjd_to_ms(mjd) -> np.ndarray:
@@ -125,6 +187,7 @@ class SourcesPage(StorePage):
     page_size = param.Integer(default=50, bounds=(5, 1000))
     offset = param.Integer(default=0, bounds=(0, None))
     source_id = param.Integer(default=None, allow_None=True, doc="The selected source.")
+    api_root = param.String(default="api", doc="URL of the server's /api (relative to page).")
     live_period_ms = 5000
 
     def __init__(self, **params):
@@ -253,15 +316,16 @@ class SourcesPage(StorePage):
             return pn.widgets.FileDownload(callback=fn, filename=filename, label=label,
                                            width=200,
                                            css_classes=[css])
-        self._export_progress = pn.indicators.Progress(
-            active=True, value=-1, width=140, visible=False, css_classes=["export-progress"])
-        self._export_status = pn.pane.HTML("", css_classes=["export-status"])
-        whole = pn.Row(button("Filtered sources (VOTable)", "download-sources-vot",
-                              self._sources_votable, "sources.vot"),
-                       button("Filtered sources (CSV)", "download-sources-csv",
-                              self._sources_csv, "sources.csv"),
-                       pn.Column(self._export_progress, self._export_status),
-                       self._scatter_note)
+        self._export_vot = ExportLink(label="Filtered sources (VOTable)", filename="sources.vot",
+                                      url=export_url(self.api_root, "vot", self.filter),
+                                      stylesheets=[_EXPORT_CSS],
+                                      css_classes=["download-sources-vot"])
+        self._export_csv = ExportLink(label="Filtered sources (CSV)", filename="sources.csv",
+                                      url=export_url(self.api_root, "csv", self.filter),
+                                      stylesheets=[_EXPORT_CSS],
+                                      css_classes=["download-sources-csv"])
+        self.param.watch(self._on_filter_change, "filter")
+        whole = pn.Row(self._export_vot, self._export_csv, self._scatter_note)
         self._lc_vot = button("Lightcurve (VOTable)", "download-lightcurve-vot",
                               self._lightcurve_votable, "lightcurve.vot")
         self._lc_csv = button("Lightcurve (CSV)", "download-lightcurve-csv",
@@ -423,34 +487,9 @@ class SourcesPage(StorePage):
                 self._show_source()
 
     # --------------------------------------------------------------- exports
-    async def _sources_votable(self) -> io.BytesIO:
-        spec = self.filter
-        return await self._export("VOTable", lambda: votable_bytes(
-            self.store.iter_sources(spec), name="sources",
-            description=f"contimg filter {spec.to_json()}"))
-
-    async def _sources_csv(self) -> io.BytesIO:
-        spec = self.filter
-        return await self._export("CSV", lambda: csv_bytes(self.store.iter_sources(spec)))
-
-    async def _export(self, kind: str, build: Callable[[], bytes]) -> io.BytesIO:
-        """Build a whole-filter export in a worker thread, a progress bar showing meanwhile.
-
-        A whole catalog takes seconds to format; on the IO loop it would stall every
-        session, /metrics and /api/health for as long.
-        """
-        self._export_progress.visible = True
-        self._export_status.object = f"<i>building the {kind}…</i>"
-        try:
-            data = await asyncio.to_thread(build)
-        except Exception as exc:
-            self._export_status.object = f"<b>{kind} export failed</b>: {html.escape(str(exc))}"
-            raise
-        finally:
-            self._export_progress.visible = False
-        self._export_status.object = (f"<span data-bytes='{len(data)}'>{kind}: "
-                                      f"{len(data) / 1e6:.1f} MB</span>")
-        return io.BytesIO(data)
+    def _on_filter_change(self, event) -> None:
+        self._export_vot.url = export_url(self.api_root, "vot", event.new)
+        self._export_csv.url = export_url(self.api_root, "csv", event.new)
 
     def _lightcurve_votable(self) -> io.BytesIO:
         src = self._src or {}
