@@ -47,9 +47,15 @@ def served(tmp_path_factory):
         sources = {i: len(store.reference_sources(i)) for i in ids}
         brightest = {i: tuple(store.reference_sources(i).iloc[0][["x", "y"]]) for i in ids}
         files = {i: store.image_file(i, "fits") for i in ids}
+        # the gallery lists the filter's images in the store's order; the first with a
+        # thumbnail is the first <img>
+        dec_rows = store.images(ImageFilter(dec_min=32.5, dec_max=37.0))
+        first_thumb = int(dec_rows[dec_rows.has_thumbnail.astype(bool)].id.iloc[0])
+        thumb_file = store.image_file(first_thumb, "thumbnail")
     server = ServedHome(home, "--paused")
     server.ids, server.expected, server.sources, server.files = ids, expected, sources, files
     server.brightest = brightest
+    server.first_thumb, server.thumb_file = first_thumb, thumb_file
     server.outside = outside
     yield server
     assert server.stop() == 0
@@ -133,8 +139,10 @@ def test_filter_open_view_and_overlay(served, page):
     thumbs = page.locator(".image-gallery figure.thumb")
     expect(thumbs).to_have_count(served.expected["dec"])
     img = page.locator(".image-gallery img").first
-    expect(img).to_have_attribute("src", "api/images/" + img.get_attribute("src").split("/")[2]
-                                  + "/thumbnail")
+    expect(img).to_have_attribute("src", f"api/images/{served.first_thumb}/thumbnail")
+    # and that route serves the very file the store registered for it
+    status, _, png = get(f"{served.url}/api/images/{served.first_thumb}/thumbnail")
+    assert status == 200 and png == served.thumb_file.read_bytes()
     img.scroll_into_view_if_needed()  # lazy-loaded
     page.wait_for_function("i => i.complete && i.naturalWidth > 0", arg=img.element_handle())
 

@@ -5,6 +5,8 @@ from __future__ import annotations
 import io
 import threading
 import time
+import urllib.error
+import urllib.parse
 import urllib.request
 from pathlib import Path
 from urllib.parse import parse_qs, urlparse
@@ -313,3 +315,20 @@ def test_health_answers_while_the_whole_catalog_downloads(big_served, page):
     status = page.locator(".download-sources-vot .status")
     expect(status).to_have_attribute("data-bytes", str(len(body)))
     expect(page.locator(".download-sources-vot .spinner")).to_be_hidden()
+
+
+@pytest.mark.ui
+def test_export_route_serves_the_filter_and_refuses_a_bad_one(served):
+    server, data = served
+    spec = FilterSpec(n_meas_min=1)
+    url = f"{server.url}/api/sources.csv?filter={urllib.parse.quote(spec.to_json())}"
+    with urllib.request.urlopen(url, timeout=60) as r:
+        assert r.headers["Content-Disposition"] == 'attachment; filename="sources.csv"'
+        frame = pd.read_csv(io.BytesIO(r.read()))
+    assert set(frame.id) == set(data["variability"].source_id)
+    with pytest.raises(urllib.error.HTTPError) as bad:
+        urllib.request.urlopen(f"{server.url}/api/sources.csv?filter=%7Bnope", timeout=60)
+    assert bad.value.code == 400 and b"not JSON" in bad.value.read()
+    with pytest.raises(urllib.error.HTTPError) as unknown:
+        urllib.request.urlopen(f"{server.url}/api/sources.xlsx", timeout=60)
+    assert unknown.value.code == 404

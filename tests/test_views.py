@@ -29,3 +29,25 @@ def test_stage_queue_greys_out_stages_not_installed():
     html = stage_queue_html({"convert": 2, "calibrate": 5}, ["convert"])
     assert "convert: <b>2</b> waiting" in html
     assert "calibrate: 5 waiting (not installed)" in html
+
+
+def test_a_page_shown_twice_keeps_both_copies_live(store):
+    """A notebook displaying a page twice: both copies follow a refresh."""
+    import html
+
+    import panel as pn
+    from bokeh.document import Document
+    from conftest import add_observations
+
+    from views.overview import OverviewPage
+
+    add_observations(store, 2)
+    page = OverviewPage(store=store)
+    roots = [pn.panel(page).get_root(Document()) for _ in range(2)]
+    assert roots[0] is not roots[1]
+    add_observations(store, 3, prefix="late-")
+    page.refresh()
+    texts = [html.unescape(m.text) for m, _ in page._cards._models.values()]
+    assert len(texts) == 2
+    assert all('data-state="pending" style="--c:#6c757d"><span class="count">5</span>' in t
+               for t in texts), texts
