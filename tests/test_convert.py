@@ -37,6 +37,7 @@ from pipeline.convert.uvh5_group import (
 from pipeline.instrument.phasing import meridian_icrs_deg, mid_jd, use_bundled_iers
 from pipeline.jobs.default_stages import default_registry
 from pipeline.jobs.runner import Runner, StageRegistry
+from pipeline.jobs.scratch import temp_paths
 from pipeline.store import Store
 
 START = datetime(2026, 11, 23, 12, 0, 0)
@@ -275,7 +276,7 @@ def test_killed_mid_write_then_rerun_converts_each_exactly_once(chunk_master, ho
     try:
         # Kill while the second observation is half-written, after the first is done.
         first_ms, _ = ms_paths(home.ms, ids[0])
-        _, second_tmp = ms_paths(home.ms, ids[1])
+        second_ms, _ = ms_paths(home.ms, ids[1])
         # The child stalls in its first putcol into the second MS, so the kill always
         # lands mid-write however loaded the machine is (no sleep-then-kill race).
         deadline = time.monotonic() + 180
@@ -291,7 +292,7 @@ def test_killed_mid_write_then_rerun_converts_each_exactly_once(chunk_master, ho
             child.kill()
         log.close()
     assert child.returncode == -signal.SIGKILL
-    assert second_tmp.exists() and not ms_paths(home.ms, ids[1])[0].exists()
+    assert temp_paths(second_ms) and not second_ms.exists()  # the kill left its temporary MS
     first_inode = first_ms.stat().st_ino
 
     time.sleep(1.1)  # the killed claim's heartbeat is now older than --stale-after

@@ -24,7 +24,9 @@ def all_stages(calls: list | None = None) -> StageRegistry:
             if calls is not None:
                 calls.append((name, ctx.observation.id))
             ctx.progress(0.5)
-            return StageResult(ms_path=f"/ms/{ctx.observation.id}.ms") if name == "convert" else None
+            if name == "convert":
+                return StageResult(ms_path=f"/ms/{ctx.observation.id}.ms")
+            return None
         reg.register_stage(spec.name, fn)
     return reg
 
@@ -66,7 +68,7 @@ def test_two_threads_racing_for_one_job_exactly_one_wins(store, clock):
         barrier = threading.Barrier(2)
         results = []
 
-        def claim(worker):
+        def claim(worker, barrier=barrier, results=results, job_id=job_id):
             barrier.wait()
             results.append(store.claim(job_id, CONVERT, worker=worker, now=clock()))
 
@@ -204,9 +206,9 @@ def test_heartbeat_keeps_a_live_claim(store, home, clock):
     add_observations(store, 1)
     store.enqueue(CONVERT, now=clock())
     [job_id] = store.ready_jobs("convert", now=clock(), limit=1)
-    store.claim(job_id, CONVERT, worker="alive", now=clock())
+    claim = store.claim(job_id, CONVERT, worker="alive", now=clock())
     clock.advance(100)
-    store.heartbeat([job_id], worker="alive", now=clock())
+    store.heartbeat([claim], now=clock())
     clock.advance(100)
     runner = Runner(store, home, StageRegistry(), clock=clock,
                     config=RunnerConfig(stale_after_s=120))
@@ -258,9 +260,14 @@ def test_paused_runner_claims_nothing(store, home):
                     config=RunnerConfig(poll_s=0.02))
     runner.start()
     try:
-        threading.Event().wait(0.5)  # ~25 ticks pass while paused
+        for _ in range(1000):  # until several ticks ran while paused
+            if runner.ticks >= 5:
+                break
+            threading.Event().wait(0.02)
+        assert runner.ticks >= 5
         assert runner.state.scheduler_running
         assert store.counts_by_state()["pending"] == 2
+        assert store.jobs_by_state()["running"] == 0 and store.recent_jobs().empty
         runner.state.paused = False
         for _ in range(500):
             if store.counts_by_state()["converted"] == 2:

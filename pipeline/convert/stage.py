@@ -2,18 +2,18 @@
 
 Reads the group's metadata, phases it to the meridian at mid-time, then streams the
 visibilities in row blocks — read, put in ascending frequency, w-phased, written — into
-``ms/.tmp-<id>.ms``, which is renamed to ``ms/<id>.ms`` only once complete. The rename
-is the commit point: a complete ``<id>.ms`` is never half-written, so a rerun after a
-crash reuses it, and a ``.tmp-<id>.ms`` left by a killed attempt is removed by the next
-attempt at the same observation (whose claim proves the old writer is gone). The stage
-takes paths and returns results; it never writes the store.
+``ms/.tmp-<id>.ms.<token>`` (a name of this attempt's own, ``pipeline.jobs.scratch``),
+which is renamed to ``ms/<id>.ms`` only once complete. The rename is the commit point: a
+complete ``<id>.ms`` is never half-written, so a rerun after a crash reuses it. A
+temporary MS left by a dead attempt is removed by the next one; one a live attempt is
+still writing (a requeued job's first worker) is left alone. The stage takes paths and
+returns results; it never writes the store.
 """
 
 from __future__ import annotations
 
 import logging
 import os
-import shutil
 import time
 import warnings
 from collections.abc import Callable, Sequence
@@ -40,6 +40,7 @@ from pipeline.instrument.phasing import (
     use_bundled_iers,
 )
 from pipeline.jobs.contract import StageContext, StageResult
+from pipeline.jobs.scratch import attempt_path, legacy_temp_path, sweep_dead
 
 log = logging.getLogger(__name__)
 Progress = Callable[[float], None]
@@ -72,8 +73,13 @@ class ConvertedMS:
 
 
 def ms_paths(ms_dir: Path, obs_id: str) -> tuple[Path, Path]:
-    """(final, temporary) Measurement Set paths of an observation."""
-    return ms_dir / f"{obs_id}.ms", ms_dir / f".tmp-{obs_id}.ms"
+    """(final, legacy temporary) Measurement Set paths of an observation.
+
+    An attempt writes ``temp_paths(final)``'s own member; the legacy name is the one
+    shared temporary path of earlier versions, swept like a dead attempt's.
+    """
+    final = Path(ms_dir) / f"{obs_id}.ms"
+    return final, legacy_temp_path(final)
 
 
 def phase_to_meridian(uvd: UVData, *, dec_deg: float, name: str) -> tuple[float, float]:
@@ -120,14 +126,12 @@ def convert_group(files: Sequence[str | Path], *, ms_dir: Path, obs_id: str,
                   ) -> ConvertedMS:
     """Convert one chunk's subband files to ``ms_dir/<obs_id>.ms``; reuse a complete one.
 
-    The caller must hold the observation's claim: a ``.tmp-<obs_id>.ms`` found here is
-    left by a dead attempt and is removed. ``dec_deg`` defaults to the files' pointing.
+    A temporary MS of a dead attempt found here is removed; a live attempt's is left
+    alone. ``dec_deg`` defaults to the files' pointing.
     """
     use_bundled_iers()
-    final, tmp = ms_paths(Path(ms_dir), obs_id)
-    if tmp.exists():
-        log.warning("%s: removing the half-written MS of an earlier attempt", tmp)
-        shutil.rmtree(tmp)
+    final, _ = ms_paths(Path(ms_dir), obs_id)
+    sweep_dead(final)
     if final.exists():
         try:
             done = describe_ms(final)
@@ -147,9 +151,10 @@ def convert_group(files: Sequence[str | Path], *, ms_dir: Path, obs_id: str,
     # Unprojected data carry no w-term (old w = 0): the whole new w is applied.
     blocks = iter_phased_blocks(layout, delta_w_m=uvd.uvw_array[:, 2],
                                 freqs_hz=uvd.freq_array, rows_per_block=block_rows(layout))
-    write_ms_blocks(uvd, tmp, blocks=blocks, progress=lambda f: progress(0.1 + 0.89 * f))
-    del uvd, blocks
-    os.rename(tmp, final)
+    with attempt_path(final) as tmp:
+        write_ms_blocks(uvd, tmp, blocks=blocks, progress=lambda f: progress(0.1 + 0.89 * f))
+        del uvd, blocks
+        os.rename(tmp, final)
     _fsync_dir(final.parent)
     log.info("%s: metadata and uvw %.1f s, read-phase-write %.1f s", final.name,
              t_meta - t0, time.perf_counter() - t_meta)

@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 
 from pipeline.imaging.beam import Beam
+from pipeline.jobs.scratch import attempt_path
 
 #: BUNIT of each product
 UNITS = {"image": "JY/BEAM", "residual": "JY/BEAM", "model": "JY/PIXEL", "psf": "JY/BEAM",
@@ -107,9 +108,9 @@ def write_fits(path: Path, image: np.ndarray, geom: ImageGeometry, *, kind: str,
     path = Path(path)
     data = to_fits_array(np.asarray(image, np.float32))[None, None]
     hdu = fits.PrimaryHDU(data=data, header=fits_header(geom, kind=kind, beam=beam, extra=extra))
-    tmp = path.with_name(f".tmp-{path.name}")
-    hdu.writeto(tmp, overwrite=True)
-    os.replace(tmp, path)
+    with attempt_path(path) as tmp:  # another attempt may be writing this product too
+        hdu.writeto(tmp)
+        os.replace(tmp, path)
     return path
 
 
@@ -131,7 +132,7 @@ def thumbnail(path: Path, image: np.ndarray, *, size: int = 512) -> Path:
     scaled = np.arcsinh(10 * scaled) / np.arcsinh(10)
     pixels = (255 * scaled[::-1]).astype(np.uint8)       # FITS row 0 is the bottom
     path = Path(path)
-    tmp = path.with_name(f".tmp-{path.name}")
-    Image.fromarray(pixels).save(tmp, format="PNG")
-    os.replace(tmp, path)
+    with attempt_path(path) as tmp:
+        Image.fromarray(pixels).save(tmp, format="PNG")
+        os.replace(tmp, path)
     return path

@@ -2,9 +2,10 @@
 
 Stage functions are registered by name in a StageRegistry; a stage with no function
 registered simply waits. The runner claims jobs through the store (one transaction per
-transition), renews its claims with a heartbeat, retries failures with exponential
-backoff and quarantines a job after ``max_attempts``. Progress goes to a RunnerState
-that views watch.
+transition), renews its claims from a heartbeat thread of its own (so periodic tasks
+filling the scheduler's pool never starve it), records a result and finishes its job in
+one transaction under a claim still held, retries failures with exponential backoff and
+quarantines a job after ``max_attempts``. Progress goes to a RunnerState that views watch.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ import threading
 import time
 import traceback
 import uuid
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
@@ -26,6 +27,7 @@ from apscheduler.schedulers.background import BackgroundScheduler
 from pipeline.clock import utcnow
 from pipeline.home import Home
 from pipeline.jobs.contract import (
+    Observation,
     PrepareFn,
     RecordFn,
     StageContext,
@@ -125,8 +127,15 @@ class Runner:
         self.clock = clock
         self.worker_id = worker_id or f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
         self._lock = threading.Lock()
-        self._running: dict[int, dict] = {}
+        # Keyed by (job, attempt): a requeued job may run again here while its old
+        # attempt still runs.
+        self._running: dict[tuple[int, int], dict] = {}
+        self._claims: dict[tuple[int, int], Claim] = {}
         self._scheduler: BackgroundScheduler | None = None
+        self._heartbeat_stop: threading.Event | None = None
+        self._heartbeat_thread: threading.Thread | None = None
+        #: Ticks run since construction, paused ones included.
+        self.ticks = 0
         self.state.publish(registered_stages=[s.name for s in registry.specs()])
 
     # ---------------------------------------------------------- lifecycle
@@ -142,8 +151,7 @@ class Runner:
             timezone="UTC")
         sched.add_job(self.tick, "interval", seconds=self.config.poll_s, id="tick",
                       next_run_time=datetime.now(UTC))
-        sched.add_job(self._heartbeat, "interval", seconds=self.config.heartbeat_s,
-                      id="heartbeat")
+        self._start_heartbeat()
         for task in self.registry.tasks.values():
             sched.add_job(self._run_task, "interval", seconds=task.every_s, args=[task],
                           id=f"task-{task.name}", next_run_time=datetime.now(UTC))
@@ -159,6 +167,7 @@ class Runner:
             return
         self._scheduler.shutdown(wait=wait)
         self._scheduler = None
+        self._stop_heartbeat()  # after the jobs: a job finishing meanwhile keeps its lease
         self.state.publish(scheduler_running=False)
 
     @property
@@ -185,10 +194,11 @@ class Runner:
             started = 0
             for claim in self.claim_ready(self.config.workers - len(self._running)):
                 self._scheduler.add_job(self.run_claim, args=[claim], executor="stages",
-                                        id=f"job-{claim.job_id}")
+                                        id=f"job-{claim.job_id}-{claim.attempts}")
                 started += 1
             return started
         finally:
+            self.ticks += 1
             self.refresh_state()
 
     def claim_ready(self, slots: int) -> list[Claim]:
@@ -220,22 +230,12 @@ class Runner:
             ctx = StageContext(observation=obs, home=self.home, attempt=claim.attempts,
                                progress=lambda f: self._progress(claim, f), inputs=inputs)
             result = fn(ctx) or StageResult()
-            # Recording the result is part of the attempt: if it is refused, the job failed.
-            if record:
-                record(self.store, obs, result, self.clock())
-            ok = self.store.finish(claim, spec, now=self.clock(), ms_path=result.ms_path,
-                                   updates=result.updates)
+            outcome = self._settle(claim, spec, obs, result, record)
         except StageWait as wait:
-            now = self.clock()
-            ok = self.store.release_to_wait(
-                claim, spec, reason=wait.reason, now=now,
-                retry_at=now + timedelta(seconds=wait.retry_after_s))
-            outcome = "waiting" if ok else "lost"
-            log.info("%s %s waits: %s", claim.stage, claim.observation_id, wait.reason)
+            outcome = self._wait(claim, spec, wait)
         except Exception as exc:  # a stage failure must never take the runner down
             outcome = self._failed(claim, spec, exc)
         else:
-            outcome = "done" if ok else "lost"
             log.info("%s %s: %s in %.1f s", claim.stage, claim.observation_id, outcome,
                      time.perf_counter() - t0)
         finally:
@@ -268,6 +268,38 @@ class Runner:
         return outcomes
 
     # -------------------------------------------------------------- helpers
+    def _settle(self, claim: Claim, spec: StageSpec, obs: Observation, result: StageResult,
+                record: RecordFn | None) -> str:
+        """Record ``result`` and finish the job in one transaction under the claim.
+
+        Returns 'done', 'waiting' (the record hook raised StageWait: what it wrote is kept
+        and the job waits) or 'lost' (the claim was no longer held: nothing of the record
+        is written). A record hook that raises rolls back its writes and fails the attempt.
+        """
+        def settle() -> str:
+            if record:
+                try:
+                    record(self.store, obs, result, self.clock())
+                except StageWait as wait:
+                    return self._wait(claim, spec, wait)
+            ok = self.store.finish(claim, spec, now=self.clock(), ms_path=result.ms_path,
+                                   updates=result.updates)
+            return "done" if ok else "lost"
+
+        outcome = self.store.under_claim(claim, settle, now=self.clock())
+        if outcome is None:
+            log.warning("%s %s attempt %d: claim lost (requeued or taken over); its result "
+                        "is not recorded", claim.stage, claim.observation_id, claim.attempts)
+            return "lost"
+        return outcome
+
+    def _wait(self, claim: Claim, spec: StageSpec, wait: StageWait) -> str:
+        now = self.clock()
+        ok = self.store.release_to_wait(claim, spec, reason=wait.reason, now=now,
+                                        retry_at=now + timedelta(seconds=wait.retry_after_s))
+        log.info("%s %s waits: %s", claim.stage, claim.observation_id, wait.reason)
+        return "waiting" if ok else "lost"
+
     def _failed(self, claim: Claim, spec: StageSpec, exc: Exception) -> str:
         now = self.clock()
         message = f"{type(exc).__name__}: {exc}"
@@ -299,12 +331,37 @@ class Runner:
 
     def _heartbeat(self) -> None:
         with self._lock:
-            ids = list(self._running)
-        self.store.heartbeat(ids, worker=self.worker_id, now=self.clock())
+            claims = list(self._claims.values())
+        self.store.heartbeat(claims, now=self.clock())
+
+    def _start_heartbeat(self) -> None:
+        # A thread of its own: in the scheduler's pool, ingest or the re-sort could hold
+        # every thread past stale_after_s and get a live job requeued under its worker.
+        stop = threading.Event()
+
+        def beat() -> None:
+            while not stop.wait(self.config.heartbeat_s):
+                try:
+                    self._heartbeat()
+                except Exception:  # a failed beat is retried at the next one
+                    log.exception("heartbeat of runner %s failed", self.worker_id)
+
+        self._heartbeat_stop = stop
+        self._heartbeat_thread = threading.Thread(
+            target=beat, name=f"heartbeat-{self.worker_id}", daemon=True)
+        self._heartbeat_thread.start()
+
+    def _stop_heartbeat(self) -> None:
+        if self._heartbeat_stop is not None and self._heartbeat_thread is not None:
+            self._heartbeat_stop.set()
+            self._heartbeat_thread.join()
+        self._heartbeat_stop = self._heartbeat_thread = None
 
     def _track(self, claim: Claim) -> None:
+        key = (claim.job_id, claim.attempts)
         with self._lock:
-            self._running[claim.job_id] = {
+            self._claims[key] = claim
+            self._running[key] = {
                 "job_id": claim.job_id, "observation_id": claim.observation_id,
                 "stage": claim.stage, "attempt": claim.attempts, "progress": 0.0,
                 "started_utc": self.clock()}
@@ -312,14 +369,16 @@ class Runner:
         self.state.publish(running=running)
 
     def _untrack(self, claim: Claim) -> None:
+        key = (claim.job_id, claim.attempts)
         with self._lock:
-            self._running.pop(claim.job_id, None)
+            self._claims.pop(key, None)
+            self._running.pop(key, None)
             running = [dict(r) for r in self._running.values()]
         self.state.publish(running=running)
 
     def _progress(self, claim: Claim, fraction: float) -> None:
         with self._lock:
-            entry = self._running.get(claim.job_id)
+            entry = self._running.get((claim.job_id, claim.attempts))
             if entry is None or fraction - entry["progress"] < 0.01 and fraction < 1:
                 return  # unchanged to a percent: spare the store and the browsers
             entry["progress"] = min(max(fraction, 0.0), 1.0)

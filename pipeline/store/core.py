@@ -148,14 +148,40 @@ class Store(ImageQueries, SourceQueries, PhotometryQueries, CalibrationFileQueri
 
     @contextmanager
     def _transaction(self) -> Iterator[duckdb.DuckDBPyConnection]:
+        """Open a transaction on the thread's cursor, or join the one already open.
+
+        Joining lets ``under_claim`` wrap store methods that open their own transaction:
+        the outermost one commits or rolls back everything.
+        """
         cur = self._cur
+        if self._in_transaction:
+            yield cur
+            return
         cur.begin()
+        self._local.in_transaction = True
         try:
             yield cur
+            cur.commit()
         except BaseException:
-            cur.rollback()
+            try:
+                cur.rollback()
+            except duckdb.Error:  # a failed commit has rolled back already
+                log.debug("rollback after a failed transaction: none open")
             raise
-        cur.commit()
+        finally:
+            self._local.in_transaction = False
+
+    @property
+    def _in_transaction(self) -> bool:
+        """Whether this thread's cursor is inside a transaction opened by ``_transaction``."""
+        return getattr(self._local, "in_transaction", False)
+
+    def _retrying(self, fn: Callable[[], T]) -> T:
+        """``_retry_conflicts(fn)``, or ``fn()`` once inside an open transaction.
+
+        A conflict aborts the whole open transaction, so only its owner can retry.
+        """
+        return fn() if self._in_transaction else _retry_conflicts(fn)
 
     def _quietly(self, sql: str, params: Sequence) -> None:
         """Run an advisory write; a concurrent write to the same row wins over it."""
@@ -302,18 +328,63 @@ class Store(ImageQueries, SourceQueries, PhotometryQueries, CalibrationFileQueri
         return Claim(job_id=job_id, observation_id=obs_id, stage=spec.name, attempts=attempts,
                      worker=worker)
 
-    def heartbeat(self, job_ids: Sequence[int], *, worker: str, now: datetime) -> None:
-        """Renew this worker's claims (skipped this time if a job is being written)."""
-        if job_ids:
+    def heartbeat(self, claims: Sequence[Claim], *, now: datetime) -> None:
+        """Renew claims still held; a job whose row is being written is skipped this time.
+
+        One statement per job, so a job being recorded never holds back the others' beats.
+        """
+        for claim in claims:
             self._quietly(
-                "UPDATE jobs SET heartbeat_utc = ? WHERE claimed_by = ? AND state = 'running' "
-                "AND list_contains(?, id)", [now, worker, list(job_ids)])
+                "UPDATE jobs SET heartbeat_utc = ? WHERE id = ? AND claimed_by = ? "
+                "AND attempts = ? AND state = 'running'",
+                [now, claim.job_id, claim.worker, claim.attempts])
 
     def set_progress(self, claim: Claim, progress: float) -> None:
         """Record a running job's progress, 0–1 (skipped if the row is being written)."""
         self._quietly(
-            "UPDATE jobs SET progress = ? WHERE id = ? AND claimed_by = ? AND state = 'running'",
-            [min(max(progress, 0.0), 1.0), claim.job_id, claim.worker])
+            "UPDATE jobs SET progress = ? WHERE id = ? AND claimed_by = ? AND attempts = ? "
+            "AND state = 'running'",
+            [min(max(progress, 0.0), 1.0), claim.job_id, claim.worker, claim.attempts])
+
+    def under_claim(self, claim: Claim, fn: Callable[[], T], *, now: datetime,
+                    attempts: int = 20) -> T | None:
+        """Run ``fn`` in one transaction that first takes ``claim``'s job row; None if lost.
+
+        The claim is held when the job is still running, claimed by this worker, in this
+        attempt; it is lost when it was requeued as stale, taken by another worker or by a
+        later attempt. Everything ``fn`` writes through this store in this thread joins
+        the transaction (``finish``, ``fail``, a record hook's inserts): it is committed
+        together, or, if the claim is lost or ``fn`` raises, nothing of it is. While
+        ``fn`` runs the job row is written, so a concurrent requeue of it fails instead
+        of stealing it. ``fn`` is run again after a write conflict.
+        """
+        if self._in_transaction:
+            raise RuntimeError(f"job {claim.job_id}: under_claim inside an open transaction; "
+                               "call it from the runner, outside any store transaction")
+
+        def attempt() -> tuple[bool, T | None]:
+            with self._transaction() as cur:
+                # The first statement, so DuckDB's snapshot starts here and sees the latest.
+                held = cur.execute(
+                    "UPDATE jobs SET heartbeat_utc = ? WHERE id = ? AND claimed_by = ? "
+                    "AND attempts = ? AND state = 'running' RETURNING id",
+                    [now, claim.job_id, claim.worker, claim.attempts]).fetchone()
+                if held is None:
+                    raise _Lost
+                return True, fn()
+
+        for i in range(attempts):
+            try:
+                _, value = attempt()
+                return value
+            except _Lost:
+                return None
+            except (duckdb.TransactionException, duckdb.ConstraintException):
+                # ConstraintException: two writers inserted one new key (variability rows).
+                if i == attempts - 1:
+                    raise
+                time.sleep(0.005 * (i + 1))
+        raise AssertionError("unreachable")
 
     def finish(self, claim: Claim, spec: StageSpec, *, now: datetime,
                ms_path: str | None = None, updates: Mapping[str, object] | None = None) -> bool:
@@ -323,7 +394,7 @@ class Store(ImageQueries, SourceQueries, PhotometryQueries, CalibrationFileQueri
         if unknown:
             raise ValueError(
                 f"stage {claim.stage}: cannot set observation columns {sorted(unknown)}")
-        return _retry_conflicts(
+        return self._retrying(
             lambda: self._finish(claim, spec, now=now, ms_path=ms_path, updates=updates))
 
     def _finish(self, claim: Claim, spec: StageSpec, *, now: datetime,
@@ -333,8 +404,9 @@ class Store(ImageQueries, SourceQueries, PhotometryQueries, CalibrationFileQueri
                 row = cur.execute(
                     "UPDATE jobs SET state = 'done', finished_utc = ?, progress = 1, error = NULL, "
                     "duration_s = epoch(? - started_utc) "
-                    "WHERE id = ? AND claimed_by = ? AND state = 'running' RETURNING id",
-                    [now, now, claim.job_id, claim.worker]).fetchone()
+                    "WHERE id = ? AND claimed_by = ? AND attempts = ? AND state = 'running' "
+                    "RETURNING id", [now, now, claim.job_id, claim.worker, claim.attempts]
+                ).fetchone()
                 if row is None:
                     raise _Lost
                 # Column names come from OBSERVATION_RESULT_COLUMNS, values are bound.
@@ -355,7 +427,7 @@ class Store(ImageQueries, SourceQueries, PhotometryQueries, CalibrationFileQueri
 
         Returns the job's new state ('retry' or 'quarantined'), or None if the claim was lost.
         """
-        return _retry_conflicts(
+        return self._retrying(
             lambda: self._fail(claim, spec, error=error, now=now, retry_at=retry_at))
 
     def _fail(self, claim: Claim, spec: StageSpec, *, error: str, now: datetime,
@@ -366,8 +438,9 @@ class Store(ImageQueries, SourceQueries, PhotometryQueries, CalibrationFileQueri
             with self._transaction() as cur:
                 row = cur.execute(
                     "UPDATE jobs SET state = ?, next_try_utc = ?, error = ?, finished_utc = ?, "
-                    "claimed_by = NULL WHERE id = ? AND claimed_by = ? AND state = 'running' "
-                    "RETURNING id", [job_state, retry_at, error, now, claim.job_id, claim.worker]
+                    "claimed_by = NULL WHERE id = ? AND claimed_by = ? AND attempts = ? "
+                    "AND state = 'running' RETURNING id",
+                    [job_state, retry_at, error, now, claim.job_id, claim.worker, claim.attempts]
                 ).fetchone()
                 if row is None:
                     raise _Lost
@@ -383,7 +456,7 @@ class Store(ImageQueries, SourceQueries, PhotometryQueries, CalibrationFileQueri
     def release_to_wait(self, claim: Claim, spec: StageSpec, *, reason: str, now: datetime,
                         retry_at: datetime) -> bool:
         """Hand a claimed job back uncounted: it could not start yet (e.g. no calibration)."""
-        return _retry_conflicts(lambda: self._release_to_wait(
+        return self._retrying(lambda: self._release_to_wait(
             claim, spec, reason=reason, now=now, retry_at=retry_at))
 
     def _release_to_wait(self, claim: Claim, spec: StageSpec, *, reason: str, now: datetime,
@@ -393,8 +466,9 @@ class Store(ImageQueries, SourceQueries, PhotometryQueries, CalibrationFileQueri
                 row = cur.execute(
                     "UPDATE jobs SET state = 'retry', attempts = attempts - 1, next_try_utc = ?, "
                     "error = ?, claimed_by = NULL, finished_utc = NULL, progress = 0 "
-                    "WHERE id = ? AND claimed_by = ? AND state = 'running' RETURNING attempts",
-                    [retry_at, reason, claim.job_id, claim.worker]).fetchone()
+                    "WHERE id = ? AND claimed_by = ? AND attempts = ? AND state = 'running' "
+                    "RETURNING attempts",
+                    [retry_at, reason, claim.job_id, claim.worker, claim.attempts]).fetchone()
                 if row is None:
                     raise _Lost
                 cur.execute(
@@ -408,23 +482,34 @@ class Store(ImageQueries, SourceQueries, PhotometryQueries, CalibrationFileQueri
 
     def requeue_stale(self, stages: Sequence[StageSpec], *, stale_before: datetime,
                       now: datetime) -> list[int]:
-        """Return running jobs whose heartbeat is older than ``stale_before`` to the queue."""
+        """Return running jobs whose heartbeat is older than ``stale_before`` to the queue.
+
+        A stage whose jobs are being written meanwhile (a job recorded under its claim) is
+        skipped this time: that job is alive, and the next call looks again.
+        """
         requeued = []
         for spec in stages:
-            with self._transaction() as cur:
-                rows = cur.execute(
-                    "UPDATE jobs SET state = 'queued', claimed_by = NULL, heartbeat_utc = NULL, "
-                    "error = 'worker stopped responding; requeued' "
-                    "WHERE stage = ? AND state = 'running' "
-                    "AND (heartbeat_utc IS NULL OR heartbeat_utc < ?) "
-                    "RETURNING id, observation_id", [spec.name, stale_before]).fetchall()
-                for _, obs_id in rows:
-                    cur.execute(
-                        "UPDATE observations SET state = ?, updated_utc = ? "
-                        "WHERE id = ? AND state = ?",
-                        [spec.from_state, now, obs_id, spec.running_state])
-                requeued += [job_id for job_id, _ in rows]
+            try:
+                requeued += self._requeue_stale(spec, stale_before=stale_before, now=now)
+            except duckdb.TransactionException:
+                log.debug("requeue of stale %s jobs skipped on a write conflict", spec.name)
         return requeued
+
+    def _requeue_stale(self, spec: StageSpec, *, stale_before: datetime,
+                       now: datetime) -> list[int]:
+        with self._transaction() as cur:
+            rows = cur.execute(
+                "UPDATE jobs SET state = 'queued', claimed_by = NULL, heartbeat_utc = NULL, "
+                "error = 'worker stopped responding; requeued' "
+                "WHERE stage = ? AND state = 'running' "
+                "AND (heartbeat_utc IS NULL OR heartbeat_utc < ?) "
+                "RETURNING id, observation_id", [spec.name, stale_before]).fetchall()
+            for _, obs_id in rows:
+                cur.execute(
+                    "UPDATE observations SET state = ?, updated_utc = ? "
+                    "WHERE id = ? AND state = ?",
+                    [spec.from_state, now, obs_id, spec.running_state])
+        return [job_id for job_id, _ in rows]
 
     def job(self, job_id: int) -> dict:
         """One job as a dict of its columns."""
@@ -625,7 +710,7 @@ class Store(ImageQueries, SourceQueries, PhotometryQueries, CalibrationFileQueri
 
     def wake_waiting(self, stage: str, now: datetime, *, reason: str = "no calibration") -> int:
         """Make jobs of ``stage`` waiting with ``reason`` ready now; returns how many."""
-        return _retry_conflicts(lambda: self._wake_waiting(stage, now, reason))
+        return self._retrying(lambda: self._wake_waiting(stage, now, reason))
 
     def _wake_waiting(self, stage: str, now: datetime, reason: str) -> int:
         spec = stage_spec(stage)
