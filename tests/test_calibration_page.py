@@ -191,11 +191,12 @@ def test_clicking_a_bar_shows_its_qa_and_solutions(served, page):
     expect(detail).to_contain_text("55.3")
     expect(detail).not_to_contain_text("not found")
     expect(page.locator(".caltable-solutions")).to_be_visible()
-    n_gain = page.evaluate("() => window.Bokeh.documents[0].get_model_by_name('gain-source')"
-                           ".data.antenna.length")
-    n_bp = page.evaluate("() => window.Bokeh.documents[0].get_model_by_name('bandpass-source')"
-                         ".data.freq_mhz.length")
-    assert (n_gain, n_bp) == (2 * N_ANT, 2 * N_CHAN)
+    # the sources are Bokeh models, the row a Panel pane: separate patches, so wait
+    page.wait_for_function(
+        "(want) => { const d = window.Bokeh.documents[0];"
+        " return d.get_model_by_name('gain-source').data.antenna.length === want[0] &&"
+        " d.get_model_by_name('bandpass-source').data.freq_mhz.length === want[1]; }",
+        arg=[2 * N_ANT, 2 * N_CHAN], timeout=10_000)
     page.mouse.move(0, 0)  # no tooltip over the picture
     screenshot(page, "calibration-selected.png")
 

@@ -114,6 +114,11 @@ def test_select_in_eta_v_lightcurve_cutout_and_exports(served, page):
     n_points = int((phot.source_id == chosen).sum())
     assert n_points == N_EPOCHS
     expect(detail).to_have_attribute("data-n-points", str(n_points))
+    # the lightcurve (a Bokeh source) and the detail (a Panel pane) are separate patches:
+    # wait for each rather than read one because the other arrived
+    page.wait_for_function(f"(n) => {DOC}.get_model_by_name('lightcurve-source')"
+                           ".data.image_id.length === n && "
+                           f"{DOC}.get_model_by_name('catalog-flux').visible", arg=n_points)
     lc = page.evaluate(f"""() => {{
         const d = {DOC}.get_model_by_name('lightcurve-source').data;
         return {{kind: Array.from(d.kind), image_id: Array.from(d.image_id),
