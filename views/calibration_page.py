@@ -189,7 +189,7 @@ class CalibrationPage(StorePage):
         self._observations = self.store.observations(limit=500)
         if self.observation == NO_OBSERVATION and not self._observations.empty:
             self.observation = str(self._observations.id.iloc[0])
-        self._obs_select = pn.widgets.Select(name="Observation", options=self._obs_options(),
+        self._obs_select = pn.widgets.Select(label="Observation", options=self._obs_options(),
                                              value=self.observation, width=260,
                                              css_classes=["observation-select"])
         self._obs_select.param.watch(on_event(self._on_observation), "value")

@@ -61,7 +61,7 @@ class PipelinePage(StorePage):
                                      "legendColor": "#000"}},
             titles=TITLES, widths={"pipeline": 120, "error": 280, "quarantine_reason": 280},
             css_classes=["pipeline-table"])
-        self._retry = pn.widgets.Button(name="Retry selected failed", disabled=True,
+        self._retry = pn.widgets.Button(label="Retry selected failed", disabled=True,
                                         css_classes=["retry-button"])
         self._message = pn.pane.Markdown(css_classes=["pipeline-message"])
         self._retry.on_click(on_event(self._on_retry))
@@ -89,7 +89,7 @@ class PipelinePage(StorePage):
     def _on_select(self, *_: object) -> None:
         failed = self._selected_failed()
         self._retry.disabled = not failed
-        self._retry.name = f"Retry {len(failed)} failed" if failed else "Retry selected failed"
+        self._retry.label = f"Retry {len(failed)} failed" if failed else "Retry selected failed"
 
     def _on_retry(self, *_: object) -> None:
         done = [obs for obs in self._selected_failed()
