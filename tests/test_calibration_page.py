@@ -242,7 +242,7 @@ X_RANGE_JS = ("() => { const r = window.Bokeh.documents[0].get_model_by_name("
               "'caltable-timeline').x_range; return [r.start, r.end]; }")
 
 
-def test_a_pan_holds_while_jobs_run(busy, page):
+def test_a_pan_and_zoom_hold_while_jobs_run(busy, page):
     url, runner, state, counter = busy
     page.goto(url + "/calibration")
     bars_data(page)
@@ -251,7 +251,7 @@ def test_a_pan_holds_while_jobs_run(busy, page):
     wait_until(lambda: state.running and state.running[0]["progress"] >= 0.3,
                what="30 % progress")  # the job's start (a store change) is behind us
 
-    # The operator drags the timeline 300 px to the left (xpan, the active drag tool).
+    # The operator drags the timeline 300 px to the left (xpan, the active drag tool)...
     x, y = page.evaluate("""() => { const v = Bokeh.index.find_one(
         window.Bokeh.documents[0].get_model_by_name('caltable-timeline'));
         const b = v.canvas_view.el.getBoundingClientRect();
@@ -263,6 +263,13 @@ def test_a_pan_holds_while_jobs_run(busy, page):
     page.mouse.up()
     page.wait_for_function(f"(a) => {{ const r = ({X_RANGE_JS})(); "
                            "return r[0] > a[0] + 0.1 * (a[1] - a[0]); }", arg=auto)
+    # then turns on the wheel zoom in the plot's toolbar and zooms in
+    page.locator(".bk-tool-icon-wheel-zoom").first.click()
+    page.mouse.move(x, y)
+    for _ in range(3):
+        page.mouse.wheel(0, -150)
+    page.wait_for_function(f"(a) => {{ const r = ({X_RANGE_JS})(); "
+                           "return r[1] - r[0] < 0.9 * (a[1] - a[0]); }", arg=auto)
     zoomed = page.evaluate(X_RANGE_JS)
     before = counter.count
     first = state.running[0]["progress"]

@@ -1,5 +1,6 @@
 """Panel pages of the contimg dashboard; each takes a store and the runner's state."""
 
+from views.base import StorePage
 from views.calibration_page import CalibrationPage
 from views.gpu_page import GpuPage
 from views.image_viewer import ImageViewer
@@ -11,4 +12,4 @@ from views.planned import PlannedPage
 from views.sources_page import SourcesPage
 
 __all__ = ["PAGES", "CalibrationPage", "GpuPage", "ImageBrowser", "ImageViewer",
-           "OverviewPage", "PageSpec", "PipelinePage", "PlannedPage", "SourcesPage"]
+           "OverviewPage", "PageSpec", "PipelinePage", "PlannedPage", "SourcesPage", "StorePage"]
