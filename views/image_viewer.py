@@ -172,9 +172,10 @@ class ImageViewer(pn.viewable.Viewer):
                                            css_classes=["catalog-toggle"]),
             sizing_mode="stretch_width", css_classes=["viewer-controls"])
         # async: the plane is read in a worker thread while the loop serves everyone else,
-        # and the body shows a loading spinner meanwhile
+        # and the body shows a loading spinner meanwhile; lazy: nothing is read for a
+        # viewer that is not on screen
         body = pn.panel(pn.bind(self._view, self.param.image_id, self.param.product),
-                        sizing_mode="stretch_width", loading_indicator=True)
+                        sizing_mode="stretch_width", loading_indicator=True, lazy=True)
         self._layout = pn.Column(controls, body, sizing_mode="stretch_width",
                                  css_classes=["image-viewer"])
         return self._layout
