@@ -16,7 +16,8 @@ import panel as pn
 import param
 from panel.reactive import ReactiveHTML
 
-from pipeline.store.images import ImageFilter, mjd_to_utc
+from pipeline.instrument.times import mjd_to_utc
+from pipeline.store.images import ImageFilter
 from views.base import StorePage, on_event
 from views.image_viewer import ImageViewer
 
