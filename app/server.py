@@ -7,7 +7,7 @@ import logging
 import signal
 import sys
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import panel as pn
 from bokeh.server.server import Server
@@ -53,6 +53,7 @@ class AppContext:
     home: Home
     store: Store
     state: RunnerState
+    settings: Settings = field(default_factory=Settings)
 
 
 def nav_html(current: str) -> str:
@@ -74,7 +75,7 @@ def build_page(page: PageSpec, ctx: AppContext) -> pn.template.BaseTemplate:
                                          sizing_mode="stretch_width"))
     template.sidebar.append(pn.pane.Markdown(f"home: `{ctx.home.root}`",
                                              styles={"font-size": "0.8em"}))
-    template.main.append(page.build(ctx.store, ctx.state))
+    template.main.append(page.build(ctx.store, ctx.state, ctx.settings))
     return template
 
 
@@ -123,7 +124,8 @@ def serve(home: Home, *, port: int, address: str, config: RunnerConfig,
     state = RunnerState(paused=paused)
     runner = Runner(store, home, default_registry(settings), config=config, state=state)
     try:
-        server = make_server(AppContext(home=home, store=store, state=state),
+        server = make_server(AppContext(home=home, store=store, state=state,
+                                        settings=settings),
                              port=port, address=address)
     except BaseException:
         store.close()

@@ -111,3 +111,28 @@ def test_page_says_cpu_without_gpu_and_lists_recent_images(tmp_path, page):
         assert outside == []
     finally:
         assert server.stop() == 0
+
+
+@pytest.mark.parametrize(("setting", "words"), [
+    ("cpu", "forces the CPU"),
+    ("gpu", "asks for the GPU"),
+])
+def test_the_served_page_follows_the_imaging_setting(tmp_path, monkeypatch, setting, words):
+    from pipeline.imaging.config import ImagingConfig
+    from pipeline.jobs.runner_state import RunnerState
+    from pipeline.settings import Settings
+    from views.pages import PAGES
+
+    if setting == "gpu" and gpu_status()[0]:
+        words = "CuPy sees"
+    monkeypatch.delenv("CONTIMG_BACKEND", raising=False)
+    spec = next(p for p in PAGES if p.slug == "gpu")
+    with Store.open(Home.resolve(tmp_path / "home")) as store:
+        view = spec.build(store, RunnerState(),
+                          Settings(imaging=ImagingConfig(backend=setting)))
+        view.__panel__()
+        assert view.backend_setting == setting
+        assert words in view._devices.object
+        default = spec.build(store, RunnerState(), Settings())
+        default.__panel__()
+        assert "the setting backend" not in default._devices.object

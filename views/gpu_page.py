@@ -95,6 +95,8 @@ class GpuPage(StorePage):
     period_ms = param.Integer(default=2000, bounds=(250, None), doc="Device refresh period.")
     recent = param.Integer(default=50, bounds=(1, 1000), doc="How many recent images.")
     reader = param.Callable(default=read_gpus, doc="Reads the devices (NVML by default).")
+    backend_setting = param.Selector(default="auto", objects=["auto", "cpu", "gpu"],
+                                     doc="[imaging] backend, which the page's answer follows.")
     live_period_ms = 2000
 
     def _build(self) -> pn.viewable.Viewable:
@@ -122,7 +124,7 @@ class GpuPage(StorePage):
         pn.state.on_session_destroyed(lambda *_: cb.stop())
 
     def _refresh_devices(self) -> None:
-        text = devices_html(self.reader(), imaging_backend())
+        text = devices_html(self.reader(), imaging_backend(self.backend_setting))
         if text != self._devices.object:
             self._devices.object = text
 

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 import panel as pn
 
 from pipeline.jobs.runner_state import RunnerState
+from pipeline.settings import Settings
 from pipeline.store import Store
 from views.calibration_page import CalibrationPage
 from views.gpu_page import GpuPage
@@ -24,26 +25,27 @@ class PageSpec:
 
     slug: str
     title: str
-    build: Callable[[Store, RunnerState], pn.viewable.Viewer]
+    build: Callable[[Store, RunnerState, Settings], pn.viewable.Viewer]
 
 
 def _planned(title: str, summary: str, depends_on: str = "") -> Callable[..., PlannedPage]:
-    def build(store: Store, state: RunnerState) -> PlannedPage:
+    def build(store: Store, state: RunnerState, settings: Settings) -> PlannedPage:
         return PlannedPage(title=title, summary=summary, depends_on=depends_on)
     return build
 
 
 PAGES: tuple[PageSpec, ...] = (
     PageSpec(slug="overview", title="Overview",
-             build=lambda store, state: OverviewPage(store=store, state=state)),
+             build=lambda store, state, settings: OverviewPage(store=store, state=state)),
     PageSpec(slug="pipeline", title="Pipeline & jobs",
-             build=lambda store, state: PipelinePage(store=store, state=state)),
+             build=lambda store, state, settings: PipelinePage(store=store, state=state)),
     PageSpec(slug="images", title="Images",
-             build=lambda store, state: ImageBrowser(store=store, state=state)),
+             build=lambda store, state, settings: ImageBrowser(store=store, state=state)),
     PageSpec(slug="sources", title="Sources & lightcurves",
-             build=lambda store, state: SourcesPage(store=store, state=state)),
+             build=lambda store, state, settings: SourcesPage(store=store, state=state)),
     PageSpec(slug="calibration", title="Calibration",
-             build=lambda store, state: CalibrationPage(store=store, state=state)),
+             build=lambda store, state, settings: CalibrationPage(
+                 store=store, state=state, config=settings.calibration)),
     PageSpec(slug="mosaics", title="Mosaics", build=_planned(
         "Mosaics",
         "Quicklook (10 images), science (100) and deep (1000) mosaics, their coverage and "
@@ -57,7 +59,8 @@ PAGES: tuple[PageSpec, ...] = (
         "Named filters over sources, images and observations that can be re-run, shared by "
         "link and used by triggers.")),
     PageSpec(slug="gpu", title="GPU status",
-             build=lambda store, state: GpuPage(store=store, state=state)),
+             build=lambda store, state, settings: GpuPage(
+                 store=store, state=state, backend_setting=settings.imaging.backend)),
     PageSpec(slug="backups", title="Backups", build=_planned(
         "Backups",
         "Store backups with size, checksum and validation result; create, validate and "

@@ -33,11 +33,9 @@ from astropy.time import Time
 
 from pipeline.calibration.registry import (
     CalibrationConfig,
-    CaltableRecord,
     Flagger,
     Selection,
     qa_verdict,
-    select_caltables,
     validity_window,
 )
 from pipeline.errors import ObservationError
@@ -194,25 +192,6 @@ def calibrator_model_flux_jy(name: str) -> float | None:
     return float(cals.flux_jy[cals.names.index(name)]) if name in cals.names else None
 
 
-# ------------------------------------------------------------------------ selection
-def records_from_frame(rows) -> list[CaltableRecord]:
-    """Store.caltables rows → registry records."""
-    return [CaltableRecord(caltable_id=int(r.id), calibrator=str(r.calibrator),
-                           transit_mjd=float(r.transit_mjd),
-                           valid_from_mjd=float(r.valid_from_mjd),
-                           valid_to_mjd=float(r.valid_to_mjd), qa_passed=bool(r.qa_passed),
-                           b_path=str(r.b_path), g_path=str(r.g_path))
-            for r in rows.itertuples(index=False)]
-
-
-def selection_for(store: Store, mid_mjd: float,
-                  config: CalibrationConfig = DEFAULT_CONFIG) -> Selection:
-    """The Selection the registered tables give an observation at ``mid_mjd``."""
-    reach = config.stale_limit_h / 24.0
-    rows = store.caltables(from_mjd=mid_mjd - reach, to_mjd=mid_mjd + reach)
-    return select_caltables(mid_mjd, records_from_frame(rows), config)
-
-
 # ------------------------------------------------------------------------- the hooks
 def prepare_calibrate(store: Store, obs: Observation, now: datetime, *,
                       config: CalibrationConfig = DEFAULT_CONFIG) -> dict[str, object]:
@@ -225,7 +204,7 @@ def prepare_calibrate(store: Store, obs: Observation, now: datetime, *,
     # A transit solved before (the observation waited, or a retry) is not solved again:
     # its table is registered, accepted or not, and selection already sees it.
     solve = found[0] if found and store.caltables(observation_id=obs.id).empty else None
-    selection = selection_for(store, obs.mid_mjd, config)
+    selection = store.caltable_selection(obs.mid_mjd, config)
     if solve is None and selection.kind == "none":
         raise StageWait(NO_CALIBRATION, retry_after_s=config.wait_retry_s)
     return {"solve": solve, "selection": selection, "config": config}
