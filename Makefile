@@ -62,7 +62,7 @@ CRASH_LOG := .pytest-crash.log
 
 test: install-test
 	@rm -f $(CRASH_LOG)
-	@CONTIMG_CRASH_LOG=$(CRASH_LOG) $(PY) -m pytest -q || { status=$$?; \
+	@CONTIMG_CRASH_LOG=$(CRASH_LOG) $(PY) -m pytest -q --durations=15 || { status=$$?; \
 	  if grep -q "^Fatal Python error" $(CRASH_LOG) 2>/dev/null; then \
 	    echo "--- pytest died in C code; from $(CRASH_LOG):"; \
 	    sed -n '1,3p;/^Current thread/,/^$$/p' $(CRASH_LOG) | head -c 5000; \
