@@ -6,7 +6,6 @@ import html
 import math
 from collections.abc import Sequence
 
-import numpy as np
 import pandas as pd
 import panel as pn
 import param
@@ -26,10 +25,9 @@ from bokeh.plotting import figure
 from pipeline.calibration.registry import CalibrationConfig
 from pipeline.calibration.summary import SolutionsSummary
 from pipeline.clock import utcnow
+from pipeline.instrument.times import MS_PER_DAY, mjd_to_unix_ms, utc_to_mjd
 from views.base import StorePage, on_event
 
-MJD_UNIX_EPOCH = 40587.0
-MS_PER_DAY = 86_400_000.0
 COLOURS = {True: "#198754", False: "#dc3545"}
 VERDICTS = {True: "accepted", False: "rejected"}
 NO_OBSERVATION = "(none)"
@@ -46,14 +44,10 @@ _DETAIL_CSS = """
 """
 
 
-def mjd_to_ms(mjd) -> np.ndarray:
-    """MJD (UTC) → milliseconds since 1970, what a Bokeh datetime axis plots."""
-    return (np.asarray(mjd, dtype=float) - MJD_UNIX_EPOCH) * MS_PER_DAY
-
 
 def mjd_to_iso(mjd: float) -> str:
     """MJD → 'YYYY-MM-DD HH:MM' UTC, for text."""
-    return pd.Timestamp(float(mjd_to_ms(mjd)), unit="ms").strftime("%Y-%m-%d %H:%M")
+    return pd.Timestamp(float(mjd_to_unix_ms(mjd)), unit="ms").strftime("%Y-%m-%d %H:%M")
 
 
 def assign_lanes(starts: Sequence[float], ends: Sequence[float]) -> list[int]:
@@ -94,8 +88,9 @@ def timeline_data(rows: pd.DataFrame) -> dict[str, list]:
     passed = [bool(p) for p in rows.qa_passed]
     return {
         "id": [int(i) for i in rows.id], "calibrator": list(rows.calibrator),
-        "left": list(mjd_to_ms(rows.valid_from_mjd)), "right": list(mjd_to_ms(rows.valid_to_mjd)),
-        "transit": list(mjd_to_ms(rows.transit_mjd)),
+        "left": list(mjd_to_unix_ms(rows.valid_from_mjd)),
+        "right": list(mjd_to_unix_ms(rows.valid_to_mjd)),
+        "transit": list(mjd_to_unix_ms(rows.transit_mjd)),
         "bottom": [lane - 0.38 for lane in lanes], "top": [lane + 0.38 for lane in lanes],
         "lane": lanes, "colour": [COLOURS[p] for p in passed],
         "verdict": [VERDICTS[p] for p in passed],
@@ -111,7 +106,8 @@ def flux_data(series: pd.DataFrame) -> tuple[dict[str, list], dict[str, list]]:
     """Store.calibrator_flux_series → (points, one line per calibrator) source columns."""
     names = sorted(set(series.calibrator))
     colour = {n: Category10_10[i % 10] for i, n in enumerate(names)}
-    points = {"t": list(mjd_to_ms(series.transit_mjd)), "ratio": list(series.ratio.astype(float)),
+    points = {"t": list(mjd_to_unix_ms(series.transit_mjd)),
+              "ratio": list(series.ratio.astype(float)),
               "calibrator": list(series.calibrator),
               "colour": [colour[c] for c in series.calibrator],
               "fill_alpha": [1.0 if p else 0.0 for p in series.qa_passed],
@@ -119,7 +115,7 @@ def flux_data(series: pd.DataFrame) -> tuple[dict[str, list], dict[str, list]]:
     lines: dict[str, list] = {"xs": [], "ys": [], "colour": [], "calibrator": []}
     for name in names:
         one = series[series.calibrator == name]
-        lines["xs"].append(list(mjd_to_ms(one.transit_mjd)))
+        lines["xs"].append(list(mjd_to_unix_ms(one.transit_mjd)))
         lines["ys"].append(list(one.ratio.astype(float)))
         lines["colour"].append(colour[name])
         lines["calibrator"].append(name)
@@ -328,12 +324,12 @@ class CalibrationPage(StorePage):
 
     def _update_timeline(self) -> None:
         data = timeline_data(self._rows)
-        now_ms = float(mjd_to_ms(pd.Timestamp(utcnow()).to_julian_date() - 2400000.5))
+        now_ms = float(mjd_to_unix_ms(utc_to_mjd(utcnow())))
         self._now_line.location = now_ms
         obs_mjd = self._obs_mid_mjd()
         marks = list(data["left"]) + list(data["right"])
         if obs_mjd is not None:
-            marks.append(float(mjd_to_ms(obs_mjd)))
+            marks.append(float(mjd_to_unix_ms(obs_mjd)))
         if not marks:
             marks = [now_ms - MS_PER_DAY, now_ms + MS_PER_DAY]
         lo, hi = min(marks), max(marks)
@@ -379,7 +375,7 @@ class CalibrationPage(StorePage):
         if mid is None:
             self._obs_info.object = "No observation chosen."
             return
-        self._obs_line.location = float(mjd_to_ms(mid))
+        self._obs_line.location = float(mjd_to_unix_ms(mid))
         selection = self.store.caltable_selection(mid, self.config)
         text = selection_markdown(self.observation, mid, selection,
                                   self.store.calibration_applied(self.observation))
@@ -444,6 +440,6 @@ class CalibrationPage(StorePage):
         self._update_observation()
 
     def _refresh_progress(self) -> None:
-        now_ms = float(mjd_to_ms(pd.Timestamp(utcnow()).to_julian_date() - 2400000.5))
+        now_ms = float(mjd_to_unix_ms(utc_to_mjd(utcnow())))
         if abs(now_ms - self._now_line.location) > 60_000:  # a minute moves it visibly
             self._now_line.location = now_ms

@@ -20,12 +20,11 @@ from bokeh.plotting import figure
 from panel.reactive import ReactiveHTML
 
 from pipeline.exports import csv_bytes, votable_bytes
+from pipeline.instrument.times import mjd_to_unix_ms
 from pipeline.photometry.thresholds import VariabilityThresholds
 from pipeline.store.sources import FilterSpec, InvalidFilter
 from views.base import StorePage, on_event, on_session_loop
 
-MJD_UNIX_EPOCH = 40587.0
-MS_PER_DAY = 86_400_000.0
 MAX_SCATTER_POINTS = 20_000  # a browser draws this many markers without stalling
 KIND_STYLE = {"detected": ("circle", "#0072b5", 1.0), "forced": ("square", "#e66100", 0.0)}
 SORT_LABELS = {"η": "eta", "V": "v", "mean flux": "wmean_jy", "catalog flux": "catalog_flux_jy",
@@ -97,10 +96,6 @@ def export_url(api_root: str, fmt: str, spec: FilterSpec) -> str:
     return f"{api_root}/sources.{fmt}?filter={quote(spec.to_json(), safe='')}"
 
 
-def mjd_to_ms(mjd) -> np.ndarray:
-    """MJD (UTC) → milliseconds since 1970, what a Bokeh datetime axis plots."""
-    return (np.asarray(mjd, dtype=float) - MJD_UNIX_EPOCH) * MS_PER_DAY
-
 
 def parse_position(text: str) -> tuple[float, float]:
     """'RA Dec' in degrees ('150.1 33.2') or sexagesimal ('10:00:24 +33:12:00') → degrees."""
@@ -140,7 +135,7 @@ def lightcurve_data(lc: pd.DataFrame) -> dict[str, list]:
     """Store.lightcurve rows → the lightcurve plot's source columns (mJy, ms since 1970)."""
     kinds = ["forced" if f else "detected" for f in lc.forced]
     flux, err = lc.flux_jy.to_numpy(float) * 1e3, lc.flux_err_jy.to_numpy(float) * 1e3
-    return {"t": list(mjd_to_ms(lc.mjd)), "mjd": list(lc.mjd.astype(float)),
+    return {"t": list(mjd_to_unix_ms(lc.mjd)), "mjd": list(lc.mjd.astype(float)),
             "flux_mjy": list(flux), "lo": list(flux - err), "hi": list(flux + err),
             "snr": [float("nan") if pd.isna(s) else float(s) for s in lc.snr], "kind": kinds,
             "marker": [KIND_STYLE[k][0] for k in kinds],

@@ -39,6 +39,7 @@ from pipeline.calibration.registry import (
     validity_window,
 )
 from pipeline.errors import ObservationError
+from pipeline.instrument.times import mjd_to_utc
 from pipeline.jobs.contract import Observation, StageContext, StageResult, StageWait
 
 if TYPE_CHECKING:
@@ -118,11 +119,6 @@ def default_numerics() -> Numerics:
 
 
 # ------------------------------------------------------------------ which calibrator
-def mjd_to_datetime(mjd: float) -> datetime:
-    """Naive UTC datetime of an MJD (UTC)."""
-    return Time(mjd, format="mjd", scale="utc").to_datetime()
-
-
 def angular_separation_deg(ra1: float, dec1: float, ra2: float, dec2: float) -> float:
     """Great-circle distance between two positions, degrees (Vincenty, stable everywhere)."""
     r1, d1, r2, d2 = map(math.radians, (ra1, dec1, ra2, dec2))
@@ -173,7 +169,7 @@ def transit_calibrator(mid_mjd: float, dec_deg: float, *, half_duration_s: float
     cals = load_calibrators()
     i = cals.names.index(found[0])
     dt = seconds_from_transit(float(cals.ra_deg[i]), float(cals.dec_deg[i]),
-                              mjd_to_datetime(mid_mjd))
+                              mjd_to_utc(mid_mjd).to_pydatetime())
     return (found[0], dt) if -half_duration_s < dt <= half_duration_s else None
 
 
