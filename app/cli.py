@@ -14,8 +14,7 @@ from pipeline import __version__
 from pipeline.errors import ContimgError
 from pipeline.home import Home
 from pipeline.instrument.phasing import use_bundled_iers
-from pipeline.jobs.default_stages import default_registry
-from pipeline.jobs.runner import Runner, RunnerConfig
+from pipeline.jobs.runner_config import RunnerConfig
 from pipeline.process_tuning import configure_process
 from pipeline.settings import load_settings, settings_path, settings_tables, settings_toml
 from pipeline.store import Store
@@ -126,6 +125,10 @@ def cmd_serve(args: argparse.Namespace, home: Home) -> int:
 
 def cmd_process(args: argparse.Namespace, home: Home) -> int:
     """Run the pipeline in the foreground: once, or on the scheduler until interrupted."""
+    # the stages pull in pyuvdata, casacore and ducc0: only the commands that run them pay
+    from pipeline.jobs.default_stages import default_registry  # noqa: PLC0415
+    from pipeline.jobs.runner import Runner  # noqa: PLC0415
+
     settings = load_settings(home)
     config = runner_config(args, settings.runner)
     with Store.open(home) as store:

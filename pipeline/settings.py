@@ -31,8 +31,8 @@ from pipeline.calibration.registry import CalibrationConfig
 from pipeline.errors import ContimgError
 from pipeline.home import Home
 from pipeline.imaging.config import ImagingConfig
-from pipeline.ingest.ingester import IngestConfig
-from pipeline.jobs.runner import RunnerConfig
+from pipeline.ingest.config import IngestConfig
+from pipeline.jobs.runner_config import RunnerConfig
 from pipeline.photometry.forced import PhotometryConfig
 from pipeline.photometry.thresholds import VariabilityThresholds
 

@@ -34,7 +34,8 @@ from pipeline.imaging.stage import (
     record_image,
     stage_inputs,
 )
-from pipeline.ingest.ingester import IngestConfig, Ingester
+from pipeline.ingest.config import IngestConfig
+from pipeline.ingest.ingester import Ingester
 from pipeline.instrument.sky import load_calibrators
 from pipeline.jobs.contract import StageContext, StageResult
 from pipeline.jobs.default_stages import default_registry

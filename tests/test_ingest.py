@@ -10,7 +10,8 @@ import numpy as np
 import pytest
 from uvh5_factory import INT_TIME_S, NAME_FORMAT, subband_uvdata, write_chunk
 
-from pipeline.ingest.ingester import IngestConfig, Ingester, group_by_time, parse_name
+from pipeline.ingest.config import IngestConfig
+from pipeline.ingest.ingester import Ingester, group_by_time, parse_name
 from pipeline.jobs.contract import TaskContext
 
 START = datetime(2026, 11, 23, 11, 55, 0)

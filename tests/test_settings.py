@@ -15,7 +15,7 @@ from app.cli import CommandLineError, main, runner_config
 from pipeline.calibration.registry import CalibrationConfig
 from pipeline.home import Home
 from pipeline.imaging.config import ImagingConfig
-from pipeline.ingest.ingester import IngestConfig
+from pipeline.ingest.config import IngestConfig
 from pipeline.jobs.default_stages import default_registry
 from pipeline.jobs.runner import RunnerConfig
 from pipeline.photometry.forced import PhotometryConfig

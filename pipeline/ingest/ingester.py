@@ -39,6 +39,7 @@ import h5py
 import numpy as np
 from pyuvdata import UVData
 
+from pipeline.ingest.config import IngestConfig
 from pipeline.ingest.instrument_check import (
     HeaderRecord,
     Instrument,
@@ -46,36 +47,15 @@ from pipeline.ingest.instrument_check import (
     instrument_problems,
 )
 from pipeline.instrument.phasing import mid_jd, pointing_dec_deg, use_bundled_iers
+from pipeline.instrument.telescope import N_SUBBANDS
 from pipeline.jobs.contract import TaskContext
 from pipeline.store import Store
 
 log = logging.getLogger(__name__)
 
-N_SUBBANDS = 16
 NAME_FORMAT = "%Y-%m-%dT%H:%M:%S"
 _NAME = re.compile(r"^(?P<stamp>.+)_sb(?P<sb>[^_.]+)\.hdf5$")
 _NAN_BLOCK_BYTES = 64 * 2**20
-
-
-@dataclass(frozen=True, kw_only=True)
-class IngestConfig:
-    """How files are grouped and how long an incomplete group is waited for."""
-
-    n_subbands: int = N_SUBBANDS
-    group_window_s: float = 60.0
-    partial_timeout_s: float = 600.0
-    settle_s: float = 60.0
-
-    def __post_init__(self):
-        if self.n_subbands < 1:
-            raise ValueError(f"ingest.n_subbands must be at least 1, got {self.n_subbands}")
-        if self.group_window_s <= 0:
-            raise ValueError(f"ingest.group_window_s must be positive, got {self.group_window_s}")
-        if self.partial_timeout_s <= 0:
-            raise ValueError("ingest.partial_timeout_s must be positive, got "
-                             f"{self.partial_timeout_s}")
-        if self.settle_s <= 0:
-            raise ValueError(f"ingest.settle_s must be positive, got {self.settle_s}")
 
 
 @dataclass(frozen=True, kw_only=True)

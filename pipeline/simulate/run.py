@@ -2,10 +2,10 @@
 
 Per 5-minute chunk (24 integrations of 12.884901888 s) and subband: the sources whose
 beam-attenuated flux reaches ``min_apparent_jy`` are predicted exactly (per-antenna
-factorised DFT, :func:`pipeline.instrument.predict.predict`) at the 48 correlator channels, the gains
-are applied, RFI added, channels averaged to ``channels_per_subband``, and thermal noise
-added. Each integration is the instantaneous visibility at its mid-time (a correlator
-that fringe-stops within the integration: no time smearing); averaging channels does
+factorised DFT, :func:`pipeline.instrument.predict.predict`) at the 48 correlator
+channels, the gains are applied, RFI added, channels averaged to ``channels_per_subband``,
+and thermal noise added. Each integration is the instantaneous visibility at its mid-time
+(a correlator that fringe-stops within the integration: no time smearing); averaging channels does
 smear in bandwidth, as a real correlator does.
 """
 

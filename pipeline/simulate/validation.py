@@ -60,7 +60,7 @@ def registry_for(imaging: ImagingConfig, *, settle_s: float = 1.0,
 
     ``wrap(name, fn)`` may replace each stage function (a benchmark times them so).
     """
-    from pipeline.ingest.ingester import IngestConfig  # noqa: PLC0415
+    from pipeline.ingest.config import IngestConfig  # noqa: PLC0415
     from pipeline.jobs.default_stages import default_registry  # noqa: PLC0415
     from pipeline.settings import Settings  # noqa: PLC0415
 
