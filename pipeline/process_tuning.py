@@ -40,6 +40,11 @@ TRIM_THRESHOLD_BYTES = 256 << 20
 @cache
 def configure_process() -> None:
     """One BLAS thread and malloc keeping freed blocks, process-wide; later calls do nothing."""
+    # threadpoolctl limits only the BLAS libraries already loaded: load every one the
+    # pipeline calls (NumPy's, and SciPy's own OpenBLAS) first, or one that a stage
+    # imports later keeps its default threads
+    import numpy  # noqa: F401, PLC0415
+    import scipy.linalg  # noqa: F401, PLC0415
     from threadpoolctl import threadpool_limits  # noqa: PLC0415
 
     threadpool_limits(limits=1, user_api="blas")

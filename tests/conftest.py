@@ -38,7 +38,7 @@ CRASH_LOG_KEY = pytest.StashKey()
 
 @pytest.hookimpl(trylast=True)  # after pytest's faulthandler plugin, so this one holds
 def pytest_configure(config: pytest.Config) -> None:
-    configure_process()  # as contimg's processes run (pipeline/process_settings.py)
+    configure_process()  # as contimg's processes run (pipeline/process_tuning.py)
     path = os.environ.get(CRASH_LOG_ENV)
     if path:
         log = open(path, "w")  # noqa: SIM115 — open until the process ends

@@ -99,3 +99,21 @@ def test_unknown_backend_names_are_refused(monkeypatch, setting, env, problem):
     monkeypatch.setenv("CONTIMG_BACKEND", env)
     with pytest.raises(ValueError, match=re.escape(problem)):
         choose_backend(setting)
+
+
+def test_blas_stays_on_one_thread_when_the_stages_are_imported_after_configuring():
+    """As `contimg process` does: configure first, import the stages (SciPy's BLAS) later."""
+    import json
+    import subprocess
+    import sys
+
+    code = ("import json; from pipeline.process_tuning import configure_process; "
+            "configure_process(); import pipeline.jobs.default_stages; "
+            "from threadpoolctl import threadpool_info; "
+            "print(json.dumps([p['num_threads'] for p in threadpool_info() "
+            "if p['user_api'] == 'blas']))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         check=True, timeout=120)
+    threads = json.loads(out.stdout.strip().splitlines()[-1])
+    assert len(threads) >= 2  # NumPy's and SciPy's OpenBLAS
+    assert threads == [1] * len(threads)
