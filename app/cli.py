@@ -134,7 +134,7 @@ def cmd_process(args: argparse.Namespace, home: Home) -> int:
     with Store.open(home) as store:
         runner = Runner(store, home, default_registry(settings), config=config)
         if args.once:
-            outcomes = runner.run_once()
+            outcomes = runner.run_once(parallel=True)
             counts = store.counts_by_state()
             print("processed: " + (", ".join(f"{k} {v}" for k, v in sorted(outcomes.items()))
                                    or "nothing ready"))

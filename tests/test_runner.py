@@ -344,3 +344,51 @@ def test_record_hook_runs_in_the_server_with_the_result(store, home, clock):
                        record=lambda s, o, result, now: recorded.append((o.id, result.payload)))
     Runner(store, home, reg, clock=clock).run_once()
     assert recorded == [(obs, {"rows": 42})]
+
+
+def test_wake_up_while_a_job_decides_to_wait_is_not_lost(store, home, clock):
+    """A calibrator solves (and wakes the waiters) after another job found no table but
+    before that job's wait is recorded: the waiter must still be woken, not sleep 300 s."""
+    from pipeline.jobs.contract import StageWait
+    waiter, solver = add_observations(store, 2, state="converted")
+    tables: list[str] = []
+    waiter_checked, solved = threading.Event(), threading.Event()
+    ran: list[str] = []
+
+    def prepare(store_, observation, now):
+        if observation.id == solver:
+            assert waiter_checked.wait(10)  # solve only once the waiter has looked
+            return {}
+        if not tables:
+            waiter_checked.set()
+            assert solved.wait(10)  # ...and let the waiter record its wait after the wake
+            raise StageWait("no calibration", retry_after_s=300)
+        return {}
+
+    def calibrate(ctx):
+        ran.append(ctx.observation.id)
+
+    def record(store_, observation, result, now):
+        if observation.id == solver:
+            tables.append("/cal/3C286.G")
+            store_.wake_waiting("calibrate", now)
+            solved.set()
+
+    reg = StageRegistry()
+    reg.register_stage("calibrate", calibrate, prepare=prepare, record=record)
+    runner = Runner(store, home, reg, clock=clock, config=RunnerConfig(workers=2))
+    outcomes = runner.run_once(parallel=True)
+    assert outcomes == {"done": 2, "waiting": 1}
+    assert {store.observation(o).state for o in (waiter, solver)} == {"calibrated"}
+    assert sorted(ran) == sorted([waiter, solver])
+
+
+def test_run_once_runs_as_many_jobs_at_once_as_it_has_workers(store, home, clock):
+    add_observations(store, 2)
+    both_running = threading.Barrier(2, timeout=10)
+    reg = StageRegistry()
+    reg.register_stage("convert", lambda ctx: both_running.wait() and None)
+    runner = Runner(store, home, reg, clock=clock, config=RunnerConfig(workers=2))
+    # With one job at a time the barrier would break after 10 s and both jobs would fail.
+    assert runner.run_once(parallel=True) == {"done": 2}
+    assert store.counts_by_state()["converted"] == 2

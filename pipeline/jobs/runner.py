@@ -17,6 +17,7 @@ import threading
 import time
 import traceback
 import uuid
+from concurrent import futures
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -199,15 +200,16 @@ class Runner:
         obs = self.store.observation(claim.observation_id)
         prepare = self.registry.prepares.get(claim.stage)
         record = self.registry.records.get(claim.stage)
+        wakes = self.store.wakes(claim.stage)
         t0 = time.perf_counter()
         try:
             inputs = prepare(self.store, obs, self.clock()) if prepare else {}
             ctx = StageContext(observation=obs, home=self.home, attempt=claim.attempts,
                                progress=lambda f: self._progress(claim, f), inputs=inputs)
             result = fn(ctx) or StageResult()
-            outcome = self._settle(claim, spec, obs, result, record)
+            outcome = self._settle(claim, spec, obs, result, record, wakes)
         except StageWait as wait:
-            outcome = self._wait(claim, spec, wait)
+            outcome = self._wait(claim, spec, wait, wakes)
         except Exception as exc:  # a stage failure must never take the runner down
             outcome = self._failed(claim, spec, exc)
         else:
@@ -218,12 +220,14 @@ class Runner:
         self.refresh_state()
         return outcome
 
-    def run_once(self, *, max_rounds: int = 10_000,
-                 rescan_after_s: float = 2.0) -> dict[str, int]:
+    def run_once(self, *, max_rounds: int = 10_000, rescan_after_s: float = 2.0,
+                 parallel: bool = False) -> dict[str, int]:
         """Process everything ready now in this thread, then return outcome counts.
 
         Tasks run twice, ``rescan_after_s`` apart, so ingest can see that a file's size
-        is stable; jobs waiting for a backoff are left.
+        is stable; jobs waiting for a backoff are left. ``parallel`` runs up to
+        ``config.workers`` jobs at once, as the server's stage pool does; without it one job
+        runs at a time, in claim order (what a test that expects an order needs).
         """
         self.recover_stale()
         for i in range(2 if self.registry.tasks else 0):
@@ -232,19 +236,28 @@ class Runner:
             for task in self.registry.tasks.values():
                 self._run_task(task)
         outcomes: dict[str, int] = {}
-        for _ in range(max_rounds):
-            claims = self.claim_ready(self.config.workers)
-            if not claims and not self._any_ready():
-                break
-            for claim in claims:
-                outcome = self.run_claim(claim)
-                outcomes[outcome] = outcomes.get(outcome, 0) + 1
+        # A backlog on two cores converts one chunk while it images another.
+        workers = self.config.workers if parallel else 1
+        with futures.ThreadPoolExecutor(max_workers=workers,
+                                        thread_name_prefix="contimg-once") as pool:
+            running: set[futures.Future[str]] = set()
+            for _ in range(max_rounds):
+                claims = self.claim_ready(workers - len(running)) if len(running) < workers else []
+                running |= {pool.submit(self.run_claim, claim) for claim in claims}
+                if not running:
+                    if not self._any_ready():
+                        break
+                    continue
+                done, running = futures.wait(running, return_when=futures.FIRST_COMPLETED)
+                for future in done:
+                    outcome = future.result()
+                    outcomes[outcome] = outcomes.get(outcome, 0) + 1
         self.refresh_state()
         return outcomes
 
     # -------------------------------------------------------------- helpers
     def _settle(self, claim: Claim, spec: StageSpec, obs: Observation, result: StageResult,
-                record: RecordFn | None) -> str:
+                record: RecordFn | None, wakes: int) -> str:
         """Record ``result`` and finish the job in one transaction under the claim.
 
         Returns 'done', 'waiting' (the record hook raised StageWait: what it wrote is kept
@@ -256,7 +269,7 @@ class Runner:
                 try:
                     record(self.store, obs, result, self.clock())
                 except StageWait as wait:
-                    return self._wait(claim, spec, wait)
+                    return self._wait(claim, spec, wait, wakes)
             ok = self.store.finish(claim, spec, now=self.clock(), ms_path=result.ms_path,
                                    updates=result.updates)
             return "done" if ok else "lost"
@@ -268,11 +281,15 @@ class Runner:
             return "lost"
         return outcome
 
-    def _wait(self, claim: Claim, spec: StageSpec, wait: StageWait) -> str:
+    def _wait(self, claim: Claim, spec: StageSpec, wait: StageWait, wakes: int) -> str:
         now = self.clock()
         ok = self.store.release_to_wait(claim, spec, reason=wait.reason, now=now,
                                         retry_at=now + timedelta(seconds=wait.retry_after_s))
         log.info("%s %s waits: %s", claim.stage, claim.observation_id, wait.reason)
+        if ok and self.store.wakes(claim.stage) != wakes:
+            # Another job woke this stage's waiters while this one was deciding to wait
+            # (a calibrator solved meanwhile): without this it would sleep its full retry.
+            self.store.wake_waiting(claim.stage, self.clock(), reason=wait.reason)
         return "waiting" if ok else "lost"
 
     def _failed(self, claim: Claim, spec: StageSpec, exc: Exception) -> str:

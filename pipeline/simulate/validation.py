@@ -73,7 +73,8 @@ def registry_for(imaging: ImagingConfig, *, settle_s: float = 1.0,
 
 
 def run_pipeline(home: Path, *, chunks: int, antennas: int, channels: int, seed: int,
-                 imaging: ImagingConfig, min_apparent_jy: float) -> dict[str, object]:
+                 imaging: ImagingConfig, min_apparent_jy: float,
+                 workers: int = 1) -> dict[str, object]:
     """Simulate ``chunks`` chunks from just before a 3C286 transit into ``home``; process them.
 
     The calibrate stage solves on the transit and applies that table to every chunk.
@@ -120,8 +121,8 @@ def run_pipeline(home: Path, *, chunks: int, antennas: int, channels: int, seed:
     t1 = time.perf_counter()
     with Store.open(hm) as store:
         runner = Runner(store, hm, registry_for(imaging, wrap=wrap),
-                        config=RunnerConfig(workers=1, backoff_base_s=1.0))
-        outcomes = runner.run_once(rescan_after_s=1.5)
+                        config=RunnerConfig(workers=workers, backoff_base_s=1.0))
+        outcomes = runner.run_once(rescan_after_s=1.5, parallel=True)
         counts_by_state = store.counts_by_state()
     walls["pipeline"] = time.perf_counter() - t1
     return {"wall_s": dict(walls), "calls": dict(counts), "outcomes": outcomes,

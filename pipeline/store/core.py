@@ -101,6 +101,9 @@ class Store(ImageQueries, SourceQueries, PhotometryQueries, CalibrationFileQueri
         self._local = threading.local()
         self._cursors: list[duckdb.DuckDBPyConnection] = []
         self._cursors_lock = threading.Lock()
+        # How many times each stage's waiting jobs were woken: a job that decided to wait
+        # while a wake-up ran compares counts, so that wake-up is not lost.
+        self._wakes: dict[str, int] = {}
 
     # ---------------------------------------------------------------- opening
     @classmethod
@@ -710,7 +713,15 @@ class Store(ImageQueries, SourceQueries, PhotometryQueries, CalibrationFileQueri
 
     def wake_waiting(self, stage: str, now: datetime, *, reason: str = "no calibration") -> int:
         """Make jobs of ``stage`` waiting with ``reason`` ready now; returns how many."""
-        return self._retrying(lambda: self._wake_waiting(stage, now, reason))
+        woken = self._retrying(lambda: self._wake_waiting(stage, now, reason))
+        with self._cursors_lock:
+            self._wakes[stage] = self._wakes.get(stage, 0) + 1
+        return woken
+
+    def wakes(self, stage: str) -> int:
+        """How many times this store has woken ``stage``'s waiting jobs (a wake-up count)."""
+        with self._cursors_lock:
+            return self._wakes.get(stage, 0)
 
     def _wake_waiting(self, stage: str, now: datetime, reason: str) -> int:
         spec = stage_spec(stage)
