@@ -59,16 +59,20 @@ run: install
 # A run that dies in C code prints the test it was in and the crashing thread's stack
 # (tests/conftest.py writes them to $(CRASH_LOG)); a CI log shows only its tail.
 CRASH_LOG := .pytest-crash.log
+# The suite runs one pytest worker per core (at most 4), each taking whole test files
+# (their module fixtures are built once); TEST_WORKERS=0 runs it in this one process.
+TEST_WORKERS ?= $(shell n=$$(nproc); [ $$n -gt 4 ] && n=4; echo $$n)
 
 test: install-test
-	@rm -f $(CRASH_LOG)
-	@CONTIMG_CRASH_LOG=$(CRASH_LOG) $(PY) -m pytest -q --durations=15 || { status=$$?; \
-	  if grep -q "^Fatal Python error" $(CRASH_LOG) 2>/dev/null; then \
-	    echo "--- pytest died in C code; from $(CRASH_LOG):"; \
-	    sed -n '1,3p;/^Current thread/,/^$$/p' $(CRASH_LOG) | head -c 5000; \
+	@rm -f $(CRASH_LOG) $(CRASH_LOG).*
+	@CONTIMG_CRASH_LOG=$(CRASH_LOG) $(PY) -m pytest -q --durations=15 \
+	  -n $(TEST_WORKERS) --dist loadfile || { status=$$?; \
+	  for log in $$(grep -l "^Fatal Python error" $(CRASH_LOG) $(CRASH_LOG).* 2>/dev/null); do \
+	    echo "--- pytest died in C code; from $$log:"; \
+	    sed -n '1,3p;/^Current thread/,/^$$/p' $$log | head -c 5000; \
 	    echo "--- every thread's innermost frames:"; \
-	    awk '/^(Thread|Current thread) /{print; n=2; next} n>0{print; n--}' $(CRASH_LOG) \
-	      | head -c 3000; fi; \
+	    awk '/^(Thread|Current thread) /{print; n=2; next} n>0{print; n--}' $$log \
+	      | head -c 3000; done; \
 	  exit $$status; }
 
 bench: install-test

@@ -40,6 +40,8 @@ CRASH_LOG_KEY = pytest.StashKey()
 def pytest_configure(config: pytest.Config) -> None:
     configure_process()  # as contimg's processes run (pipeline/process_tuning.py)
     path = os.environ.get(CRASH_LOG_ENV)
+    if path and os.environ.get("PYTEST_XDIST_WORKER"):
+        path = f"{path}.{os.environ['PYTEST_XDIST_WORKER']}"  # one log per xdist worker
     if path:
         log = open(path, "w")  # noqa: SIM115 — open until the process ends
         config.stash[CRASH_LOG_KEY] = log
