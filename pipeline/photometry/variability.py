@@ -18,6 +18,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+import pandas as pd
 
 from pipeline.photometry.thresholds import VariabilityThresholds
 
@@ -118,3 +119,146 @@ def is_variable(m: Metrics, thresholds: VariabilityThresholds | None = None) -> 
     """Whether one lightcurve's metrics flag it (see :func:`flag_variable`)."""
     return bool(flag_variable([m.n_meas], [m.eta], [m.v], [m.vs_max], [m.m_max], [m.max_snr],
                               thresholds=thresholds)[0])
+
+
+# ------------------------------------------------------------ running aggregates
+#: A source's running aggregates as the store keeps them (variability table, 0007).
+#: Sums are about ``ref_jy``: d = flux − ref_jy, w = 1 / σ².
+AGGREGATE_COLUMNS = ("n_meas", "ref_jy", "sum_w", "sum_wd", "sum_wdd", "sum_d", "sum_dd",
+                     "max_jy", "min_jy", "max_snr", "min_err_jy", "n_detected", "first_mjd",
+                     "last_mjd", "vs_max", "m_max", "pair_image_a", "pair_image_b")
+#: SNR at which a measurement counts as a detection (``n_detected``).
+DETECTION_SNR = 5.0
+
+
+@dataclass(frozen=True, kw_only=True)
+class AggregateUpdate:
+    """What :func:`apply_rows` did to the touched sources.
+
+    ``state``: AGGREGATE_COLUMNS plus wmean_jy, eta, v, mean_jy, indexed by source_id, for
+    the sources it updated from the rows alone (those left with no rows are absent and
+    listed in ``emptied``). ``recompute``: sources whose removed row held an extreme or
+    the stored pair, to be recomputed from all their rows. ``pairs``: sources whose
+    new row might beat the stored pair maximum, to have this image's pairs computed
+    from their rows (their other figures in ``state`` are exact).
+    """
+
+    state: pd.DataFrame
+    recompute: np.ndarray
+    pairs: np.ndarray
+    emptied: np.ndarray
+
+
+def pair_bound(flux: np.ndarray, err: np.ndarray, lo: np.ndarray, hi: np.ndarray,
+               min_err: np.ndarray, *, m_threshold: float) -> np.ndarray:
+    """An upper bound on |Vs| of a new point (flux, err) against points in [lo, hi].
+
+    The stored points have fluxes in [lo, hi] and errors ≥ ``min_err``; only pairs with
+    |m| > ``m_threshold`` count. For S + S_b > 0, |m| grows towards either end of the
+    interval, as does |S − S_b|, so the ends bound both; otherwise m is not monotonic and
+    the bound ignores it. Exact maxima need every point; the bound lets most sources skip
+    reading them (0 when no stored point can pass the |m| cut).
+    """
+    den = np.sqrt(err ** 2 + min_err ** 2)
+    out = np.zeros(np.shape(flux))
+    with np.errstate(divide="ignore", invalid="ignore"):
+        for end in (lo, hi):
+            dist = np.abs(flux - end)
+            m = np.abs(2.0 * (flux - end) / (flux + end))
+            counts = (flux + lo <= 0) | ~np.isfinite(m) | (m > m_threshold)
+            out = np.fmax(out, np.where(counts, dist / den, 0.0))
+    # A NaN anywhere (no bound known) is treated as a bound that is never beaten.
+    return np.where(np.isfinite(out), out, np.inf)
+
+
+def metrics_from_aggregates(state: pd.DataFrame) -> pd.DataFrame:
+    """wmean_jy, eta, v, mean_jy of each row of ``state`` (AGGREGATE_COLUMNS), from its sums.
+
+    η = (Σ w d² − (Σ w d)² / Σ w) / (N − 1) and s² = (Σ d² − (Σ d)² / N) / (N − 1): the
+    shift by ref_jy leaves both unchanged and keeps the subtraction well conditioned.
+    """
+    n = state["n_meas"].to_numpy(float)
+    ref = state["ref_jy"].to_numpy(float)
+    sw, swd, swdd = (state[c].to_numpy(float) for c in ("sum_w", "sum_wd", "sum_wdd"))
+    sd, sdd = state["sum_d"].to_numpy(float), state["sum_dd"].to_numpy(float)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        wmean = ref + swd / sw
+        mean = ref + sd / n
+        many = n > 1
+        eta_ = np.where(many, np.maximum(swdd - swd * swd / sw, 0.0) / (n - 1), np.nan)
+        sdev = np.sqrt(np.maximum(sdd - sd * sd / n, 0.0) / (n - 1))
+        v = np.where(many & (mean != 0), sdev / mean, np.nan)
+    return pd.DataFrame({"wmean_jy": wmean, "eta": eta_, "v": v, "mean_jy": mean},
+                        index=state.index)
+
+
+def apply_rows(old: pd.DataFrame, *, add: pd.DataFrame, remove: pd.DataFrame | None = None,
+               image_id: int, m_threshold: float) -> AggregateUpdate:
+    """Update running aggregates with one image's rows (``add``), less its earlier ones.
+
+    ``old``: the stored aggregates (AGGREGATE_COLUMNS, indexed by source_id; a source
+    absent has no rows yet). ``add``/``remove``: rows of image ``image_id`` (source_id,
+    flux_jy, flux_err_jy, snr, mjd; one per source), ``remove`` the ones it replaces.
+    Costs O(rows of this image), never the sources' histories.
+    """
+    remove = remove if remove is not None else add.iloc[:0]
+    if add["source_id"].duplicated().any() or remove["source_id"].duplicated().any():
+        raise ValueError(f"image {image_id}: more than one row of a source")
+    ids = np.union1d(add["source_id"].to_numpy(np.int64), remove["source_id"].to_numpy(np.int64))
+    st = old.reindex(ids).loc[:, list(AGGREGATE_COLUMNS)].copy()
+    fresh = st["n_meas"].isna().to_numpy()
+    st.loc[fresh, ["n_meas", "sum_w", "sum_wd", "sum_wdd", "sum_d", "sum_dd", "n_detected",
+                   "vs_max", "m_max"]] = 0.0
+    st = st.astype({c: float for c in AGGREGATE_COLUMNS})
+    # A row stored before 0007 filled its sums, or sums lost: recompute from the rows.
+    recompute = (~fresh) & st["sum_w"].isna().to_numpy()
+
+    rem = remove.set_index("source_id").reindex(ids)
+    had = rem["flux_jy"].notna().to_numpy() & ~recompute
+    if had.any():
+        r_s, r_e = rem["flux_jy"].to_numpy(float), rem["flux_err_jy"].to_numpy(float)
+        r_snr, r_mjd = rem["snr"].to_numpy(float), rem["mjd"].to_numpy(float)
+        pa, pb_ = st["pair_image_a"].to_numpy(float), st["pair_image_b"].to_numpy(float)
+        # Removing a row that held an extreme or was one end of the stored pair leaves
+        # a value the sums cannot give back: those sources are read again.
+        binding = ((r_s >= st["max_jy"].to_numpy()) | (r_s <= st["min_jy"].to_numpy())
+                   | (r_snr >= st["max_snr"].to_numpy()) | (r_e <= st["min_err_jy"].to_numpy())
+                   | (r_mjd <= st["first_mjd"].to_numpy()) | (r_mjd >= st["last_mjd"].to_numpy())
+                   | (pa == image_id) | (pb_ == image_id)
+                   | (np.isnan(pa) & (st["vs_max"].to_numpy() > 0)))
+        recompute |= had & binding
+        sub = had & ~recompute
+        d, w = r_s - st["ref_jy"].to_numpy(), 1.0 / r_e ** 2
+        for col, val in (("n_meas", 1.0), ("sum_w", w), ("sum_wd", w * d),
+                         ("sum_wdd", w * d * d), ("sum_d", d), ("sum_dd", d * d),
+                         ("n_detected", (r_snr >= DETECTION_SNR).astype(float))):
+            st[col] = st[col].to_numpy() - np.where(sub, val, 0.0)
+
+    new = add.set_index("source_id").reindex(ids)
+    has = new["flux_jy"].notna().to_numpy() & ~recompute
+    s, e = new["flux_jy"].to_numpy(float), new["flux_err_jy"].to_numpy(float)
+    snr, mjd = new["snr"].to_numpy(float), new["mjd"].to_numpy(float)
+    empty_before = st["n_meas"].to_numpy() == 0
+    bound = pair_bound(s, e, st["min_jy"].to_numpy(), st["max_jy"].to_numpy(),
+                       st["min_err_jy"].to_numpy(), m_threshold=m_threshold)
+    pairs = has & ~empty_before & (bound > np.nan_to_num(st["vs_max"].to_numpy()))
+    st["ref_jy"] = np.where(has & np.isnan(st["ref_jy"].to_numpy()), s, st["ref_jy"])
+    d, w = s - st["ref_jy"].to_numpy(), 1.0 / e ** 2
+    for col, val in (("n_meas", 1.0), ("sum_w", w), ("sum_wd", w * d), ("sum_wdd", w * d * d),
+                     ("sum_d", d), ("sum_dd", d * d),
+                     ("n_detected", (snr >= DETECTION_SNR).astype(float))):
+        st[col] = st[col].to_numpy() + np.where(has, val, 0.0)
+    for col, val, op in (("max_jy", s, np.fmax), ("min_jy", s, np.fmin),
+                         ("max_snr", snr, np.fmax), ("min_err_jy", e, np.fmin),
+                         ("first_mjd", mjd, np.fmin), ("last_mjd", mjd, np.fmax)):
+        st[col] = np.where(has, op(st[col].to_numpy(), val), st[col].to_numpy())
+    first_point = has & empty_before
+    st.loc[first_point, ["vs_max", "m_max"]] = 0.0
+    st.loc[first_point, ["pair_image_a", "pair_image_b"]] = np.nan
+
+    emptied = (st["n_meas"].to_numpy() <= 0) & ~recompute
+    done = ~recompute & ~emptied
+    state = st[done]
+    state = state.join(metrics_from_aggregates(state))
+    return AggregateUpdate(state=state, recompute=ids[recompute], pairs=ids[pairs & done],
+                           emptied=ids[emptied])

@@ -21,7 +21,12 @@ import numpy as np
 import pandas as pd
 
 from pipeline.photometry.thresholds import VariabilityThresholds
-from pipeline.photometry.variability import flag_variable
+from pipeline.photometry.variability import (
+    AGGREGATE_COLUMNS,
+    DETECTION_SNR,
+    apply_rows,
+    flag_variable,
+)
 
 log = logging.getLogger(__name__)
 
@@ -31,6 +36,12 @@ PHOTOMETRY_FRAME_COLUMNS = ("source_id", "flux_jy", "flux_err_jy", "snr", "local
 #: Columns of the frame ``record_photometry`` takes for new (detected) sources.
 NEW_SOURCE_COLUMNS = ("name", "ra_deg", "dec_deg", "flux_jy", "flux_err_jy", "snr",
                       "local_rms_jy", "pb")
+#: Variability columns every schema since 0005 has; 0007 adds _AGG_ONLY_COLUMNS.
+_VARIABILITY_COLUMNS = ("n_meas", "wmean_jy", "eta", "v", "vs_max", "m_max", "is_variable",
+                        "mean_jy", "max_jy", "min_jy", "max_snr", "n_detected", "first_mjd",
+                        "last_mjd")
+_AGG_ONLY_COLUMNS = ("ref_jy", "sum_w", "sum_wd", "sum_wdd", "sum_d", "sum_dd", "min_err_jy",
+                     "pair_image_a", "pair_image_b")
 #: Tries of a photometry write that loses a write-write conflict.
 WRITE_ATTEMPTS = 10
 #: Above this many sources per kind, one image raises a single summary alert.
@@ -158,10 +169,11 @@ class PhotometryQueries:
         with self._transaction() as tx:
             replaced = tx.execute("SELECT count(*) > 0 FROM photometry_runs WHERE image_id = ?",
                                   [image_id]).fetchall()[0][0]
-            before = pd.DataFrame({"source_id": np.zeros(0, np.int64)})
+            before = None
             if replaced:
-                before = tx.execute("SELECT DISTINCT source_id FROM photometry "
-                                    "WHERE image_id = ?", [image_id]).df()
+                # Their values leave the running aggregates (variability.apply_rows).
+                before = tx.execute("SELECT source_id, flux_jy, flux_err_jy, snr, mjd "
+                                    "FROM photometry WHERE image_id = ?", [image_id]).df()
                 tx.execute("DELETE FROM photometry WHERE image_id = ?", [image_id])
             rows, new_sources = _known_names_as_rows(tx, rows, new_sources)
             new_ids = self._insert_new_sources(tx, new_sources, image_id=image_id, now=now)
@@ -186,10 +198,8 @@ class PhotometryQueries:
                 "n_islands = excluded.n_islands, sorted = false, "
                 "measured_utc = excluded.measured_utc",
                 [image_id, observation_id, mjd, len(rows), len(new_ids), n_islands, now])
-            touched = np.union1d(frame["source_id"].to_numpy(np.int64),
-                                 before["source_id"].to_numpy(np.int64))
-            newly = self._update_variability(tx, touched, image_id=image_id,
-                                             full=bool(replaced), thresholds=thresholds, now=now)
+            newly = self._apply_image_variability(tx, frame, before, image_id=image_id,
+                                                  thresholds=thresholds, now=now)
             self._photometry_alerts(new_sources, new_ids, newly, observation_id, now=now)
         return PhotometryWrite(image_id=image_id, n_rows=len(frame), replaced=bool(replaced),
                                new_source_ids=tuple(int(i) for i in new_ids),
@@ -214,16 +224,56 @@ class PhotometryQueries:
             _unregister(self._cur, "_new_src")
         return ids
 
-    def _update_variability(self, tx, source_ids: np.ndarray, *, image_id: int, full: bool,
-                            thresholds: VariabilityThresholds, now: datetime) -> np.ndarray:
-        """Recompute variability of ``source_ids``; returns those that became variable.
+    def _apply_image_variability(self, tx, frame: pd.DataFrame, before: pd.DataFrame | None,
+                                 *, image_id: int, thresholds: VariabilityThresholds,
+                                 now: datetime) -> np.ndarray:
+        """Update the touched sources' variability from this image's rows alone.
 
-        Whole-lightcurve metrics are recomputed from the rows. The pair maximum is
-        incremental after an append (pairs of this image's rows with the source's other
-        rows, merged with the stored maximum) and recomputed over all pairs with ``full``.
+        The running aggregates take the new rows (and give back the replaced ones); only
+        sources whose new row might beat the stored pair maximum, or whose removed row held
+        an extreme, are read from ``photometry`` (see ``variability.apply_rows``). Returns
+        the sources that became variable.
         """
-        if source_ids.size == 0:
+        add = frame.loc[:, ["source_id", "flux_jy", "flux_err_jy", "snr", "mjd"]]
+        touched = np.union1d(add["source_id"].to_numpy(np.int64),
+                             np.zeros(0, np.int64) if before is None
+                             else before["source_id"].to_numpy(np.int64))
+        if touched.size == 0:
             return np.zeros(0, np.int64)
+        _register(self._cur, "_touched", pd.DataFrame({"source_id": touched}))
+        try:
+            old = tx.execute(
+                f"SELECT source_id, {', '.join(AGGREGATE_COLUMNS)}, is_variable "
+                "FROM variability WHERE source_id IN (SELECT source_id FROM _touched)").df()
+        finally:
+            _unregister(self._cur, "_touched")
+        old = old.set_index("source_id")
+        up = apply_rows(old, add=add, remove=before, image_id=image_id,
+                        m_threshold=thresholds.m)
+        state = up.state.drop(index=up.pairs)
+        state["was_variable"] = old["is_variable"].reindex(state.index).fillna(False
+                                                                               ).astype(bool)
+        parts = [state.reset_index()]
+        if up.recompute.size:
+            parts.append(self._variability_from_rows(tx, up.recompute, image_id=image_id,
+                                                     full=True, thresholds=thresholds))
+        if up.pairs.size:
+            parts.append(self._variability_from_rows(tx, up.pairs, image_id=image_id,
+                                                     full=False, thresholds=thresholds))
+        rows = pd.concat([p for p in parts if len(p)], ignore_index=True) if any(
+            len(p) for p in parts) else parts[0]
+        return self._write_variability(tx, rows, touched, thresholds=thresholds, now=now)
+
+    def _variability_from_rows(self, tx, source_ids: np.ndarray, *, image_id: int, full: bool,
+                               thresholds: VariabilityThresholds, aggregates: bool = True
+                               ) -> pd.DataFrame:
+        """Every figure of ``source_ids`` computed from all their photometry rows.
+
+        The pair maximum is incremental with ``full`` False (pairs of image ``image_id``'s
+        rows with the source's other rows, merged with the stored maximum) and over all
+        pairs with ``full``. ``aggregates``: the variability table has 0007's columns
+        (False only inside migration 0006). Sources with no rows are absent.
+        """
         _register(self._cur, "_touched", pd.DataFrame({"source_id": source_ids}))
         try:
             # Inlined (ints) so the planner prunes row groups by their source_id min/max;
@@ -233,6 +283,8 @@ class PhotometryQueries:
             # with the rest (N per source) rather than all pairs (N² per source).
             pair_join = ("a.image_id < b.image_id" if full
                          else "a.image_id = $img AND b.image_id <> $img")
+            old_pair = ("old.pair_image_a", "old.pair_image_b") if aggregates else (
+                "NULL::BIGINT", "NULL::BIGINT")
             rows = tx.execute(
                 f"""
                 WITH p AS (
@@ -240,73 +292,105 @@ class PhotometryQueries:
                     FROM photometry WHERE source_id BETWEEN {lo} AND {hi}
                     AND source_id IN (SELECT source_id FROM _touched)),
                 agg AS (
-                    SELECT source_id, count(*) AS n,
-                           sum(s / (e * e)) / sum(1.0 / (e * e)) AS wmean,
-                           avg(s) AS mean, stddev_samp(s) AS sd, max(s) AS mx, min(s) AS mn,
-                           max(snr) AS max_snr, count(*) FILTER (WHERE snr >= 5) AS n_det,
-                           min(mjd) AS first_mjd, max(mjd) AS last_mjd
+                    SELECT source_id, count(*) AS n_meas,
+                           sum(s / (e * e)) / sum(1.0 / (e * e)) AS wmean_jy,
+                           avg(s) AS mean_jy, stddev_samp(s) AS sd, max(s) AS max_jy,
+                           min(s) AS min_jy, max(snr) AS max_snr,
+                           count(*) FILTER (WHERE snr >= {DETECTION_SNR}) AS n_detected,
+                           min(mjd) AS first_mjd, max(mjd) AS last_mjd, min(e) AS min_err_jy
                     FROM p GROUP BY source_id),
                 chi AS (
                     SELECT p.source_id,
-                           CASE WHEN agg.n > 1 THEN sum((p.s - agg.wmean) ** 2 / (p.e * p.e))
-                                / (agg.n - 1) END AS eta
-                    FROM p JOIN agg USING (source_id) GROUP BY p.source_id, agg.n),
+                           CASE WHEN agg.n_meas > 1 THEN
+                                sum((p.s - agg.wmean_jy) ** 2 / (p.e * p.e)) / (agg.n_meas - 1)
+                                END AS eta,
+                           any_value(agg.mean_jy) AS ref_jy,
+                           sum(1.0 / (p.e * p.e)) AS sum_w,
+                           sum((p.s - agg.mean_jy) / (p.e * p.e)) AS sum_wd,
+                           sum((p.s - agg.mean_jy) ** 2 / (p.e * p.e)) AS sum_wdd,
+                           sum(p.s - agg.mean_jy) AS sum_d,
+                           sum((p.s - agg.mean_jy) ** 2) AS sum_dd
+                    FROM p JOIN agg USING (source_id) GROUP BY p.source_id, agg.n_meas),
                 pairs AS (
-                    SELECT a.source_id,
+                    SELECT a.source_id, a.image_id AS ia, b.image_id AS ib,
                            abs(a.s - b.s) / sqrt(a.e * a.e + b.e * b.e) AS vs,
                            abs(2.0 * (a.s - b.s) / (a.s + b.s)) AS m
                     FROM p a JOIN p b ON a.source_id = b.source_id AND {pair_join}),
                 best AS (
-                    SELECT source_id, max(vs) AS vs, arg_max(m, vs) AS m FROM pairs
+                    SELECT source_id, max(vs) AS vs, arg_max(m, vs) AS m,
+                           arg_max(ia, vs) AS ia, arg_max(ib, vs) AS ib FROM pairs
                     WHERE m > $m_thr GROUP BY source_id),
                 merged AS (
-                    SELECT agg.*, chi.eta,
-                           CASE WHEN agg.sd IS NULL OR agg.mean = 0 THEN NULL
-                                ELSE agg.sd / agg.mean END AS v,
-                           CASE WHEN $full OR old.source_id IS NULL
-                                     OR coalesce(best.vs, 0) > old.vs_max
-                                THEN coalesce(best.vs, 0) ELSE old.vs_max END AS vs_max,
-                           CASE WHEN $full OR old.source_id IS NULL
-                                     OR coalesce(best.vs, 0) > old.vs_max
-                                THEN coalesce(best.m, 0) ELSE old.m_max END AS m_max,
+                    SELECT agg.* EXCLUDE (sd), chi.* EXCLUDE (source_id),
+                           CASE WHEN agg.sd IS NULL OR agg.mean_jy = 0 THEN NULL
+                                ELSE agg.sd / agg.mean_jy END AS v,
+                           ($full OR old.source_id IS NULL
+                            OR coalesce(best.vs, 0) > coalesce(old.vs_max, 0)) AS take,
+                           CASE WHEN take THEN coalesce(best.vs, 0) ELSE old.vs_max END
+                               AS vs_max,
+                           CASE WHEN take THEN coalesce(best.m, 0) ELSE old.m_max END AS m_max,
+                           CASE WHEN take THEN best.ia ELSE {old_pair[0]} END AS pair_image_a,
+                           CASE WHEN take THEN best.ib ELSE {old_pair[1]} END AS pair_image_b,
                            coalesce(old.is_variable, false) AS was_variable
                     FROM agg JOIN chi USING (source_id)
                     LEFT JOIN best USING (source_id)
                     LEFT JOIN variability old USING (source_id))
-                SELECT * FROM merged
+                SELECT * EXCLUDE (take) FROM merged
                 """,
                 {"full": full, "m_thr": thresholds.m,
                  **({} if full else {"img": image_id})}).df()
         finally:
             _unregister(self._cur, "_touched")
+        return rows
+
+    def _write_variability(self, tx, rows: pd.DataFrame, source_ids: np.ndarray, *,
+                           thresholds: VariabilityThresholds, now: datetime,
+                           aggregates: bool = True) -> np.ndarray:
+        """Upsert ``rows`` (figures of sources that have rows) and drop the rest of
+        ``source_ids``' variability rows; returns the sources that became variable."""
         # The η threshold depends on N through a χ² quantile: one function, shared with
-        # the NumPy reference, decides on the metrics SQL computed.
-        rows["is_variable"] = flag_variable(rows["n"], rows["eta"], rows["v"], rows["vs_max"],
-                                            rows["m_max"], rows["max_snr"],
+        # the NumPy reference, decides on the metrics computed.
+        rows = rows.copy()
+        rows["is_variable"] = flag_variable(rows["n_meas"], rows["eta"], rows["v"],
+                                            rows["vs_max"], rows["m_max"], rows["max_snr"],
                                             thresholds=thresholds)
-        _register(self._cur, "_var_new", rows)
+        for col in ("n_meas", "n_detected"):
+            rows[col] = rows[col].astype(np.int64)
+        for col in ("pair_image_a", "pair_image_b"):
+            if col in rows:
+                rows[col] = rows[col].astype("Int64")  # NaN (no pair) becomes NULL
+        cols = list(_VARIABILITY_COLUMNS) + (list(_AGG_ONLY_COLUMNS) if aggregates else [])
+        frame = rows.loc[:, ["source_id", *cols]]
+        _register(self._cur, "_var_new", frame)
         try:
             # Sources left with no rows (a re-measurement dropped them) lose their metrics.
             tx.execute("DELETE FROM variability WHERE source_id IN (SELECT source_id FROM "
                        "(SELECT unnest(?) AS source_id) EXCEPT SELECT source_id FROM _var_new)",
                        [source_ids.tolist()])
             tx.execute(
-                "INSERT INTO variability (source_id, n_meas, wmean_jy, eta, v, vs_max, m_max, "
-                "is_variable, updated_utc, mean_jy, max_jy, min_jy, max_snr, n_detected, "
-                "first_mjd, last_mjd) SELECT source_id, n, wmean, eta, v, vs_max, m_max, "
-                "is_variable, ?, mean, mx, mn, max_snr, n_det, first_mjd, last_mjd "
-                "FROM _var_new ON CONFLICT (source_id) DO UPDATE SET n_meas = excluded.n_meas, "
-                "wmean_jy = excluded.wmean_jy, eta = excluded.eta, v = excluded.v, "
-                "vs_max = excluded.vs_max, m_max = excluded.m_max, "
-                "is_variable = excluded.is_variable, updated_utc = excluded.updated_utc, "
-                "mean_jy = excluded.mean_jy, max_jy = excluded.max_jy, "
-                "min_jy = excluded.min_jy, max_snr = excluded.max_snr, "
-                "n_detected = excluded.n_detected, first_mjd = excluded.first_mjd, "
-                "last_mjd = excluded.last_mjd", [now])
+                f"INSERT INTO variability (source_id, updated_utc, {', '.join(cols)}) "
+                f"SELECT source_id, ?, {', '.join(cols)} FROM _var_new "
+                "ON CONFLICT (source_id) DO UPDATE SET "
+                + ", ".join(f"{c} = excluded.{c}" for c in ("updated_utc", *cols)), [now])
         finally:
             _unregister(self._cur, "_var_new")
-        newly = rows.loc[rows["is_variable"] & ~rows["was_variable"], "source_id"]
+        newly = rows.loc[rows["is_variable"] & ~rows["was_variable"].astype(bool), "source_id"]
         return newly.to_numpy(np.int64)
+
+    def _recompute_sources(self, tx, source_ids: np.ndarray, *,
+                           thresholds: VariabilityThresholds, now: datetime,
+                           aggregates: bool = True) -> np.ndarray:
+        """Recompute ``source_ids`` from all their rows, in slices of the id range."""
+        newly = []
+        # Slices keep the all-pairs self-join's memory bounded at 100 M rows.
+        for chunk in np.array_split(source_ids, max(1, source_ids.size // 20_000)):
+            if chunk.size:
+                rows = self._variability_from_rows(tx, chunk, image_id=-1, full=True,
+                                                   thresholds=thresholds,
+                                                   aggregates=aggregates)
+                newly.append(self._write_variability(tx, rows, chunk, thresholds=thresholds,
+                                                     now=now, aggregates=aggregates))
+        return np.concatenate(newly) if newly else np.zeros(0, np.int64)
 
     def recompute_variability(self, *, now: datetime,
                               thresholds: VariabilityThresholds | None = None) -> int:
@@ -315,8 +399,7 @@ class PhotometryQueries:
         ids = self._cur.execute("SELECT DISTINCT source_id FROM photometry").fetchnumpy()
         source_ids = np.asarray(ids["source_id"], np.int64)
         with self._transaction() as tx:
-            self._update_variability(tx, source_ids, image_id=-1, full=True,
-                                     thresholds=thresholds, now=now)
+            self._recompute_sources(tx, np.sort(source_ids), thresholds=thresholds, now=now)
         return int(source_ids.size)
 
     def _photometry_alerts(self, new_sources: pd.DataFrame, new_ids: np.ndarray,
@@ -391,9 +474,13 @@ def fill_missing_variability(conn: duckdb.DuckDBPyConnection, *, now: datetime,
     ids = conn.execute("SELECT DISTINCT source_id FROM photometry WHERE source_id NOT IN "
                        "(SELECT source_id FROM variability)").fetchnumpy()["source_id"]
     source_ids = np.sort(np.asarray(ids, np.int64))
-    _OnConnection(conn)._update_variability(
-        conn, source_ids, image_id=-1, full=True,
-        thresholds=thresholds or VariabilityThresholds(), now=now)
+    # Inside migration 0006 the variability table lacks 0007's aggregate columns.
+    aggregates = bool(conn.execute(
+        "SELECT count(*) FROM duckdb_columns() WHERE table_name = 'variability' "
+        "AND column_name = 'sum_w'").fetchone()[0])
+    _OnConnection(conn)._recompute_sources(
+        conn, source_ids, thresholds=thresholds or VariabilityThresholds(), now=now,
+        aggregates=aggregates)
     if source_ids.size:
         log.info("computed variability of %d source(s) that had none", source_ids.size)
     return int(source_ids.size)
