@@ -139,8 +139,8 @@ class AggregateUpdate:
     the sources it updated from the rows alone (those left with no rows are absent and
     listed in ``emptied``). ``recompute``: sources whose removed row held an extreme or
     the stored pair, to be recomputed from all their rows. ``pairs``: sources whose
-    new row might beat the stored pair maximum, to have this image's pairs computed
-    from their rows (their other figures in ``state`` are exact).
+    new row might beat the stored pair maximum, or whose removed row held an extreme,
+    to be read from their rows keeping the stored pair (merged with this image's pairs).
     """
 
     state: pd.DataFrame
@@ -219,14 +219,24 @@ def apply_rows(old: pd.DataFrame, *, add: pd.DataFrame, remove: pd.DataFrame | N
         r_s, r_e = rem["flux_jy"].to_numpy(float), rem["flux_err_jy"].to_numpy(float)
         r_snr, r_mjd = rem["snr"].to_numpy(float), rem["mjd"].to_numpy(float)
         pa, pb_ = st["pair_image_a"].to_numpy(float), st["pair_image_b"].to_numpy(float)
-        # Removing a row that held an extreme or was one end of the stored pair leaves
-        # a value the sums cannot give back: those sources are read again.
-        binding = ((r_s >= st["max_jy"].to_numpy()) | (r_s <= st["min_jy"].to_numpy())
-                   | (r_snr >= st["max_snr"].to_numpy()) | (r_e <= st["min_err_jy"].to_numpy())
-                   | (r_mjd <= st["first_mjd"].to_numpy()) | (r_mjd >= st["last_mjd"].to_numpy())
-                   | (pa == image_id) | (pb_ == image_id)
-                   | (np.isnan(pa) & (st["vs_max"].to_numpy() > 0)))
-        recompute |= had & binding
+        # A removed row that was one end of the stored pair (or an unknown pair) takes the
+        # pair with it: those sources recompute every pair from their rows.
+        recompute |= had & ((pa == image_id) | (pb_ == image_id)
+                            | (np.isnan(pa) & (st["vs_max"].to_numpy() > 0)))
+        # A removed row that held an extreme the replacing row does not reach leaves a
+        # value the aggregates cannot give back: those sources are read again, keeping
+        # the stored pair (this image's pairs come from the rows). min_err_jy may stay
+        # too small: it only loosens pair_bound.
+        a_s, a_snr = (add.set_index("source_id").reindex(ids)[c].to_numpy(float)
+                      for c in ("flux_jy", "snr"))
+        a_mjd = add.set_index("source_id").reindex(ids)["mjd"].to_numpy(float)
+        with np.errstate(invalid="ignore"):
+            extreme = (((r_s >= st["max_jy"].to_numpy()) & ~(a_s >= r_s))
+                       | ((r_s <= st["min_jy"].to_numpy()) & ~(a_s <= r_s))
+                       | ((r_snr >= st["max_snr"].to_numpy()) & ~(a_snr >= r_snr))
+                       | ((r_mjd <= st["first_mjd"].to_numpy()) & ~(a_mjd <= r_mjd))
+                       | ((r_mjd >= st["last_mjd"].to_numpy()) & ~(a_mjd >= r_mjd)))
+        reread = had & extreme & ~recompute
         sub = had & ~recompute
         d, w = r_s - st["ref_jy"].to_numpy(), 1.0 / r_e ** 2
         for col, val in (("n_meas", 1.0), ("sum_w", w), ("sum_wd", w * d),
@@ -234,6 +244,8 @@ def apply_rows(old: pd.DataFrame, *, add: pd.DataFrame, remove: pd.DataFrame | N
                          ("n_detected", (r_snr >= DETECTION_SNR).astype(float))):
             st[col] = st[col].to_numpy() - np.where(sub, val, 0.0)
 
+    else:
+        reread = np.zeros(ids.size, bool)
     new = add.set_index("source_id").reindex(ids)
     has = new["flux_jy"].notna().to_numpy() & ~recompute
     s, e = new["flux_jy"].to_numpy(float), new["flux_err_jy"].to_numpy(float)
@@ -241,7 +253,7 @@ def apply_rows(old: pd.DataFrame, *, add: pd.DataFrame, remove: pd.DataFrame | N
     empty_before = st["n_meas"].to_numpy() == 0
     bound = pair_bound(s, e, st["min_jy"].to_numpy(), st["max_jy"].to_numpy(),
                        st["min_err_jy"].to_numpy(), m_threshold=m_threshold)
-    pairs = has & ~empty_before & (bound > np.nan_to_num(st["vs_max"].to_numpy()))
+    pairs = reread | (has & ~empty_before & (bound > np.nan_to_num(st["vs_max"].to_numpy())))
     st["ref_jy"] = np.where(has & np.isnan(st["ref_jy"].to_numpy()), s, st["ref_jy"])
     d, w = s - st["ref_jy"].to_numpy(), 1.0 / e ** 2
     for col, val in (("n_meas", 1.0), ("sum_w", w), ("sum_wd", w * d), ("sum_wdd", w * d * d),

@@ -240,6 +240,13 @@ class PhotometryQueries:
                              else before["source_id"].to_numpy(np.int64))
         if touched.size == 0:
             return np.zeros(0, np.int64)
+        if not _has_aggregates(tx):
+            # A store held below migration 0007 (a migration's own test): from the rows.
+            rows = self._variability_from_rows(tx, touched, image_id=image_id,
+                                               full=before is not None, thresholds=thresholds,
+                                               aggregates=False)
+            return self._write_variability(tx, rows, touched, thresholds=thresholds, now=now,
+                                           aggregates=False)
         _register(self._cur, "_touched", pd.DataFrame({"source_id": touched}))
         try:
             old = tx.execute(
@@ -475,9 +482,7 @@ def fill_missing_variability(conn: duckdb.DuckDBPyConnection, *, now: datetime,
                        "(SELECT source_id FROM variability)").fetchnumpy()["source_id"]
     source_ids = np.sort(np.asarray(ids, np.int64))
     # Inside migration 0006 the variability table lacks 0007's aggregate columns.
-    aggregates = bool(conn.execute(
-        "SELECT count(*) FROM duckdb_columns() WHERE table_name = 'variability' "
-        "AND column_name = 'sum_w'").fetchone()[0])
+    aggregates = _has_aggregates(conn)
     _OnConnection(conn)._recompute_sources(
         conn, source_ids, thresholds=thresholds or VariabilityThresholds(), now=now,
         aggregates=aggregates)
@@ -491,6 +496,13 @@ class _OnConnection(PhotometryQueries):
 
     def __init__(self, conn: duckdb.DuckDBPyConnection):
         self._cur = conn
+
+
+def _has_aggregates(conn) -> bool:
+    """Whether the variability table has migration 0007's running-aggregate columns."""
+    return bool(conn.execute(
+        "SELECT count(*) FROM duckdb_columns() WHERE table_name = 'variability' "
+        "AND column_name = 'sum_w'").fetchone()[0])
 
 
 def _register(cur, name: str, frame: pd.DataFrame) -> None:
