@@ -106,8 +106,11 @@ def flag_variable(n_meas, eta_, v, vs_max, m_max, max_snr=None, *,
     n = np.asarray(n_meas, float)
     e, vv = np.asarray(eta_, float), np.asarray(v, float)
     vs, m = np.nan_to_num(np.asarray(vs_max, float)), np.nan_to_num(np.asarray(m_max, float))
+    # One χ² quantile per distinct N (an image's 10 k sources share a few N).
+    uniq, inverse = np.unique(n, return_inverse=True)
+    eta_thr = t.eta_threshold(uniq)[inverse.reshape(n.shape)] if n.size else n
     with np.errstate(invalid="ignore"):
-        both = np.isfinite(e) & np.isfinite(vv) & (e > t.eta_threshold(n)) & (vv > t.v)
+        both = np.isfinite(e) & np.isfinite(vv) & (e > eta_thr) & (vv > t.v)
         pair = (vs >= t.vs) & (m > t.m)
     judged = n >= t.min_meas
     if max_snr is not None:

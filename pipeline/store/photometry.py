@@ -371,9 +371,10 @@ class PhotometryQueries:
         _register(self._cur, "_var_new", frame)
         try:
             # Sources left with no rows (a re-measurement dropped them) lose their metrics.
-            tx.execute("DELETE FROM variability WHERE source_id IN (SELECT source_id FROM "
-                       "(SELECT unnest(?) AS source_id) EXCEPT SELECT source_id FROM _var_new)",
-                       [source_ids.tolist()])
+            gone = np.setdiff1d(source_ids, rows["source_id"].to_numpy(np.int64))
+            if gone.size:
+                tx.execute("DELETE FROM variability WHERE list_contains(?, source_id)",
+                           [gone.tolist()])
             tx.execute(
                 f"INSERT INTO variability (source_id, updated_utc, {', '.join(cols)}) "
                 f"SELECT source_id, ?, {', '.join(cols)} FROM _var_new "
