@@ -1,8 +1,10 @@
 """The VAST pipeline's variability metrics as pure NumPy functions.
 
-The store computes the same quantities in SQL over the photometry table
-(``pipeline.store.photometry``); these functions are the slow, obvious reference the tests
-hold the SQL to, and what a notebook uses on a lightcurve it already has.
+The store keeps them as per-source running aggregates updated by each image's rows
+(:func:`apply_rows`, O(rows of the image)) and recomputes them in SQL over the photometry
+table when it must (``pipeline.store.photometry``); the per-lightcurve functions are the
+slow, obvious reference the tests hold both to, and what a notebook uses on a lightcurve
+it already has.
 
 Definitions (Murphy et al. 2021; VAST pipeline):
 

@@ -6,7 +6,13 @@ Appends stay cheap at 100 M photometry rows because nothing is indexed there: an
 rows go in sorted by source_id in one bulk INSERT from a DataFrame, and ``photometry_runs``
 says whether an image was measured before, so only a re-measurement pays for the DELETE
 that replaces its rows. Catalog ids follow RA, so the sources of one field form a narrow
-id range and the variability update's scan is pruned to it by DuckDB's zone maps.
+id range and any scan of their rows is pruned to it by DuckDB's zone maps.
+
+Variability is kept as per-source running aggregates (migration 0007): recording an image
+updates them from that image's rows alone (``variability.apply_rows``), so its cost does
+not grow with history. Only sources whose new row could beat the stored pair maximum, or
+whose replaced row held an extreme or the pair, are read from ``photometry``;
+``recompute_variability`` recomputes everything from the rows.
 """
 
 from __future__ import annotations
@@ -140,7 +146,7 @@ class PhotometryQueries:
 
         ``rows`` has PHOTOMETRY_FRAME_COLUMNS (known sources); ``new_sources`` has
         NEW_SOURCE_COLUMNS (each becomes a 'detected' source with one unforced row).
-        Then variability is recomputed for every source touched and alerts are raised
+        Then variability is updated for every source touched and alerts are raised
         for new sources and sources that became variable. Two images of overlapping
         fields recorded at once conflict on their sources' variability rows; the loser
         is rolled back and written again (it re-reads everything it depends on).
