@@ -10,6 +10,7 @@ from collections.abc import Sequence
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 
+from app.accounts_cli import ACCOUNT_COMMANDS, add_account_commands
 from pipeline import __version__
 from pipeline.errors import ContimgError
 from pipeline.home import Home
@@ -88,6 +89,7 @@ def build_parser() -> argparse.ArgumentParser:
     status = sub.add_parser("status", parents=[home],
                             help="counts per state, jobs and open alerts")
     status.add_argument("--json", action="store_true", help="machine-readable output")
+    add_account_commands(sub, home)
     return parser
 
 
@@ -238,7 +240,7 @@ def cmd_simulate(args: argparse.Namespace, home: Home) -> int:
 
 
 COMMANDS = {"serve": cmd_serve, "process": cmd_process, "status": cmd_status,
-            "settings": cmd_settings, "simulate": cmd_simulate}
+            "settings": cmd_settings, "simulate": cmd_simulate, **ACCOUNT_COMMANDS}
 
 
 def main(argv: Sequence[str] | None = None) -> int:
