@@ -246,13 +246,17 @@ class PhotometryQueries:
                              else before["source_id"].to_numpy(np.int64))
         if touched.size == 0:
             return np.zeros(0, np.int64)
-        if not _has_aggregates(tx):
-            # A store held below migration 0007 (a migration's own test): from the rows.
+        aggregates = _has_aggregates(tx)
+        doubled = add["source_id"].duplicated().any() or (
+            before is not None and before["source_id"].duplicated().any())
+        if not aggregates or doubled:
+            # A store held below migration 0007 (a migration's own test), or an image with
+            # two rows of one source (the aggregates take one): from the rows.
             rows = self._variability_from_rows(tx, touched, image_id=image_id,
-                                               full=before is not None, thresholds=thresholds,
-                                               aggregates=False)
+                                               full=before is not None or doubled,
+                                               thresholds=thresholds, aggregates=aggregates)
             return self._write_variability(tx, rows, touched, thresholds=thresholds, now=now,
-                                           aggregates=False)
+                                           aggregates=aggregates)
         _register(self._cur, "_touched", pd.DataFrame({"source_id": touched}))
         try:
             old = tx.execute(
