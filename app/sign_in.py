@@ -1,0 +1,76 @@
+"""Sign-in through Panel's own auth provider, checked against the home's credentials file.
+
+Panel's BasicAuthProvider compares plain passwords from a JSON file and its login page
+loads Panel's logo from the CDN; this provider keeps Panel's handlers, cookies and
+session bookkeeping but asks pipeline.accounts (scrypt hashes) and serves our own pages,
+which load nothing from elsewhere. The cookie secret is generated into the home once.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import secrets
+from pathlib import Path
+
+from panel.auth import BasicAuthProvider, BasicLoginHandler
+
+from pipeline.accounts import Accounts, User
+
+log = logging.getLogger(__name__)
+
+TEMPLATES = Path(__file__).with_name("templates")
+COOKIE_SECRET_FILE = "cookie_secret"
+
+
+class AccountsLoginHandler(BasicLoginHandler):
+    """Panel's login form and cookies; the password is checked by ``accounts``."""
+
+    accounts: Accounts  # set on the subclass AccountsAuthProvider makes
+
+    def _validate(self, username: str, password: str) -> bool:
+        user = self.accounts.verify(username, password)
+        if user is None:
+            log.warning("sign-in refused for %r from %s", username, self.request.remote_ip)
+        return user is not None
+
+
+class AccountsAuthProvider(BasicAuthProvider):
+    """Panel's basic auth provider with users from ``accounts`` and contimg's pages."""
+
+    def __init__(self, accounts: Accounts, **kwargs):
+        self.accounts = accounts  # before Panel's __init__, which asks for login_handler
+        super().__init__(login_template=str(TEMPLATES / "login.html"),
+                         logout_template=str(TEMPLATES / "logout.html"), **kwargs)
+
+    @property
+    def login_handler(self) -> type[BasicLoginHandler]:
+        """A handler class bound to this provider's accounts, endpoint and page."""
+        return type("ContimgLoginHandler", (AccountsLoginHandler,), {
+            "accounts": self.accounts, "_login_endpoint": self._login_endpoint,
+            "_login_template": self._login_template})
+
+    def user(self, name: str | None) -> User | None:
+        """The signed-in user's record (role included), or None when unknown or removed."""
+        return self.accounts.user(name) if name else None
+
+
+def cookie_secret(root: Path) -> str:
+    """The home's cookie secret, generated (readable by its owner only) on first use."""
+    path = Path(root) / COOKIE_SECRET_FILE
+    try:
+        return path.read_text().strip()
+    except FileNotFoundError:
+        pass
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{COOKIE_SECRET_FILE}.{os.getpid()}.{secrets.token_hex(4)}")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write(secrets.token_hex(32) + "\n")
+    try:
+        os.link(tmp, path)  # creates the file only if absent, complete: never half-written
+    except FileExistsError:
+        pass  # another process made it first: theirs is the home's secret
+    finally:
+        tmp.unlink()
+    return path.read_text().strip()
