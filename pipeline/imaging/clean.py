@@ -117,6 +117,12 @@ def minor_cycle(residual: Any, psf_patch: Any, *, stop: float, gain: float,
     px, py = xp.nonzero(active)
     vals = residual[px, py].astype(xp.float32)
     comp = xp.zeros(vals.shape, dtype=xp.float32)
+    # nonzero() lists pixels row by row (px ascending): the pixels a PSF patch centred on
+    # row x can touch are one slice, rows x - half .. x + half, found from the row starts
+    # (host ints) instead of testing every active pixel at every iteration
+    npix = residual.shape[0]
+    row_start = backend.to_host(xp.searchsorted(px, xp.arange(npix + 1)))
+    px_host = backend.to_host(px)
     n = 0
     while n < max_components:
         i = int(xp.argmax(xp.abs(vals)))
@@ -125,11 +131,14 @@ def minor_cycle(residual: Any, psf_patch: Any, *, stop: float, gain: float,
             break
         amp = gain * peak
         comp[i] += amp
-        dx = px - px[i] + half
-        dy = py - py[i] + half
-        inside = (dx >= 0) & (dx <= 2 * half) & (dy >= 0) & (dy <= 2 * half)
+        x0 = int(px_host[i])
+        lo = int(row_start[max(0, x0 - half)])
+        hi = int(row_start[min(npix, x0 + half + 1)])
+        dy = py[lo:hi] - py[i] + half
+        inside = (dy >= 0) & (dy <= 2 * half)
         hit = xp.nonzero(inside)[0]
-        vals[hit] -= xp.float32(amp) * psf_patch[dx[hit], dy[hit]]
+        dx = px[lo:hi][hit] - x0 + half
+        vals[lo:hi][hit] -= xp.float32(amp) * psf_patch[dx, dy[hit]]
         n += 1
     keep = xp.nonzero(comp)[0]
     return px[keep], py[keep], comp[keep], n
