@@ -43,6 +43,9 @@ class ImagingConfig:
     #: half-width (pixels) of the PSF patch the minor cycles subtract (Clark)
     psf_patch: int = 256
     do_wgridding: bool = True
+    #: a calibrator within 1° of the phase centre is subtracted from the visibilities
+    #: with its model before CLEAN and restored after (pipeline/imaging/bright.py)
+    subtract_calibrator: bool = True
     #: gridder accuracy (ducc0's and the GPU kernel's relative L2 error). 1e-3 leaves the
     #: residual's error ~1000x below its noise: on the full-size benchmark chunk, rms
     #: 0.342 mJy and the ten brightest fluxes to 4 digits as at 1e-4, 70 → 54 s.

@@ -27,6 +27,13 @@ import numpy as np
 from pipeline.backend import Backend, cpu_backend, get_backend
 from pipeline.errors import ObservationError
 from pipeline.imaging.beam import Beam, fit_beam, restore
+from pipeline.imaging.bright import (
+    SubtractedSource,
+    add_point,
+    apparent_flux,
+    lm_pixels,
+    subtract_calibrator,
+)
 from pipeline.imaging.clean import CleanResult, NothingToImage, clean
 from pipeline.imaging.config import ImagingConfig
 from pipeline.imaging.primary_beam import PrimaryBeam, drift_scan_beam, pb_correct
@@ -116,18 +123,35 @@ def image_ms(ms_path: Path, out_dir: Path, *, name: str, config: ImagingConfig =
         raise NothingToImage(str(ms))
     npix, cell = config.geometry(data.uvw[used], data.freq)
     t_read = time.perf_counter() - t0
+    t1 = time.perf_counter()
+    # a calibrator transit: its model visibilities out before CLEAN, the source back after
+    bright = subtract_calibrator(ms, vis=data.vis) if config.subtract_calibrator else None
+    t_subtract = time.perf_counter() - t1
     report(0.05)
     t1 = time.perf_counter()
     wimg = imaging_weights(uvw=be.asarray(data.uvw), freq=be.asarray(data.freq),
                            weight=be.asarray(data.weight), npix=npix, pixsize_rad=cell,
                            scheme=config.weighting, robust=config.robust, backend=be)
+    source = None
+    if bright is not None:
+        cal_name, amplitude = bright
+        source = _subtracted(cal_name, apparent_flux(amplitude, wimg, backend=be), data,
+                             npix=npix, cell_rad=cell)
+        del amplitude, bright
     t_weights = time.perf_counter() - t1
     result = clean(uvw=data.uvw, freq=data.freq, vis=data.vis, weight=wimg, npix=npix,
                    cell_rad=cell, config=config, backend=be,
                    progress=lambda f: report(0.05 + 0.8 * f))
     t1 = time.perf_counter()
     beam = fit_beam(result.psf, cell, backend=be)
-    restored = be.to_host(restore(result.model, result.residual, beam, cell, backend=be))
+    restored = restore(result.model, result.residual, beam, cell, backend=be)
+    model_img = result.model
+    if source is not None:
+        restored = add_point(restored, source, beam, cell, backend=be)
+        model_img = model_img.copy()
+        model_img[int(round(source.x_pix)) % npix, int(round(source.y_pix)) % npix] += \
+            be.xp.float32(source.flux_jy)
+    restored = be.to_host(restored)
     chan_w = be.to_host(wimg.sum(axis=0, dtype=be.xp.float64))
     sigma_th = theoretical_rms(wimg, be.asarray(data.weight), sefd_jy=config.sefd_jy,
                                channel_width_hz=data.channel_width_hz,
@@ -149,7 +173,7 @@ def image_ms(ms_path: Path, out_dir: Path, *, name: str, config: ImagingConfig =
     pb_img = pb.image(npix=npix, cell_rad=cell, ra0_deg=data.ra_deg, dec0_deg=data.dec_deg)
     host = cpu_backend()
     pbcor = pb_correct(restored, pb_img, cutoff=config.pb_cutoff, backend=host)
-    residual, model, psf = (be.to_host(a) for a in (result.residual, result.model, result.psf))
+    residual, model, psf = (be.to_host(a) for a in (result.residual, model_img, result.psf))
     peak = float(np.nanmax(restored))
     match = match_reference(restored, reference_sky(config), pb, ra0_deg=data.ra_deg,
                             dec0_deg=data.dec_deg, cell_rad=cell, freq_hz=ref_freq,
@@ -181,7 +205,7 @@ def image_ms(ms_path: Path, out_dir: Path, *, name: str, config: ImagingConfig =
         "weighting": config.weighting_label, "n_iter": result.n_components,
         "n_major": result.n_major, "threshold_jy": result.threshold_jy,
         "n_vis": data.n_vis, **qa.fields()}
-    timings = {"read_s": t_read, "weights_s": t_weights, **result.timings,
+    timings = {"read_s": t_read, "subtract_s": t_subtract, "weights_s": t_weights, **result.timings,
                "restore_s": t_restore, "pb_qa_s": t_pb_qa, "write_s": t_write,
                "total_s": duration}
     log.info("%s: %d² × %.2f″ on %s, %d components in %d major cycles, rms %.3g mJy "
@@ -194,6 +218,20 @@ def image_ms(ms_path: Path, out_dir: Path, *, name: str, config: ImagingConfig =
                          pbcor=be.to_host(pbcor), primary_beam=pb, geometry=geom,
                          clean=result) if keep_arrays else None
     return products, arrays
+
+
+def _subtracted(name: str, flux_jy: float, data: Any, *, npix: int,
+                cell_rad: float) -> SubtractedSource:
+    """The subtracted calibrator's pixel position in this image and its apparent flux."""
+    from pipeline.instrument.sky import load_calibrators  # noqa: PLC0415
+
+    cals = load_calibrators()
+    i = [n.upper() for n in cals.names].index(name.upper())
+    x, y = lm_pixels(float(cals.ra_deg[i]), float(cals.dec_deg[i]), data.ra_deg,
+                     data.dec_deg, npix=npix, cell_rad=cell_rad)
+    log.info("%s subtracted before CLEAN: %.3f Jy apparent at pixel (%.2f, %.2f)", name,
+             flux_jy, x, y)
+    return SubtractedSource(name=name, x_pix=x, y_pix=y, flux_jy=flux_jy)
 
 
 def image_stage(ctx: StageContext) -> StageResult:
