@@ -94,8 +94,11 @@ def timed_registry(timings: dict[str, dict[str, float]]):
                 result = _fn(ctx)
             finally:
                 timings[ctx.observation.id][_name] = time.perf_counter() - t0
-            inner = getattr(result.payload, "timings", None)
-            if inner:  # the stage's own breakdown (the image stage keeps one)
+            payload = result.payload
+            # the stage's own breakdown: the image stage's, a calibrator solve's
+            inner = getattr(payload, "timings", None) or getattr(
+                getattr(payload, "solved", None), "timings", None)
+            if inner:
                 print(f"  {ctx.observation.id} {_name}: " + ", ".join(
                     f"{k} {v:.1f}" for k, v in inner.items()))
             return result
