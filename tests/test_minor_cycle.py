@@ -5,8 +5,11 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from pipeline.backend import cpu_backend
+from pipeline.backend import get_backend, gpu_status
 from pipeline.imaging.clean import minor_cycle
+
+needs_gpu = pytest.mark.skipif(not gpu_status()[0], reason=f"no GPU: {gpu_status()[1]}")
+BACKENDS = ["cpu", pytest.param("gpu", marks=[pytest.mark.gpu, needs_gpu])]
 
 
 def reference_minor_cycle(residual, patch, *, stop, gain, max_components):
@@ -30,8 +33,9 @@ def reference_minor_cycle(residual, patch, *, stop, gain, max_components):
     return px[keep], py[keep], comp[keep], n
 
 
+@pytest.mark.parametrize("backend", BACKENDS)
 @pytest.mark.parametrize("stop", [2.0, 4.0])
-def test_minor_cycle_matches_the_exhaustive_search(stop):
+def test_minor_cycle_matches_the_exhaustive_search(stop, backend):
     rng = np.random.default_rng(3)
     npix, half = 200, 20
     g = np.arange(-half, half + 1)
@@ -45,8 +49,10 @@ def test_minor_cycle_matches_the_exhaustive_search(stop):
         hi_x, hi_y = min(npix, x + half + 1), min(npix, y + half + 1)
         residual[lo_x:hi_x, lo_y:hi_y] += 30 * patch[lo_x - x + half:hi_x - x + half,
                                                      lo_y - y + half:hi_y - y + half]
-    got = minor_cycle(residual, patch, stop=stop, gain=0.1, max_components=300,
-                      backend=cpu_backend())
+    be = get_backend(backend)
+    got = minor_cycle(be.asarray(residual), be.asarray(patch), stop=stop, gain=0.1,
+                      max_components=300, backend=be)
+    got = [be.to_host(a) for a in got[:3]] + [got[3]]
     want = reference_minor_cycle(residual, patch, stop=stop, gain=0.1, max_components=300)
     assert got[3] == want[3] > 50
     assert np.array_equal(got[0], want[0]) and np.array_equal(got[1], want[1])
