@@ -11,6 +11,7 @@ from tornado.ioloop import IOLoop
 from tornado.iostream import StreamClosedError
 from tornado.web import HTTPError, RequestHandler
 
+from app.sessions import SessionFigures
 from pipeline import __version__
 from pipeline.exports import csv_bytes, votable_bytes
 from pipeline.jobs.runner_state import RunnerState
@@ -32,12 +33,14 @@ class MetricsHandler(RequestHandler):
 
 
 class HealthHandler(RequestHandler):
-    """JSON: ok, version, observations per state, scheduler running."""
+    """JSON: ok, version, observations per state, scheduler running, open sessions."""
 
-    def initialize(self, store: Store, state: RunnerState) -> None:
+    def initialize(self, store: Store, state: RunnerState,
+                   sessions: SessionFigures | None = None) -> None:
         """Tornado passes the route's arguments here."""
         self.store = store
         self.state = state
+        self.sessions = sessions or SessionFigures()
 
     def get(self) -> None:
         """Health as JSON; 503 when the scheduler is not running."""
@@ -50,6 +53,7 @@ class HealthHandler(RequestHandler):
             "scheduler_running": bool(self.state.scheduler_running),
             "paused": bool(self.state.paused),
             "schema_version": self.store.schema_version,
+            **self.sessions.as_dict(),
         }
         self.set_header("Content-Type", "application/json")
         self.set_status(200 if body["ok"] else 503)

@@ -7,6 +7,7 @@ from collections.abc import Iterator
 from prometheus_client import CollectorRegistry
 from prometheus_client.core import GaugeMetricFamily, HistogramMetricFamily, Metric
 
+from app.sessions import SessionFigures
 from pipeline import __version__
 from pipeline.jobs.runner_state import RunnerState
 from pipeline.store import Histogram, Store
@@ -31,9 +32,11 @@ def _le(bound: float) -> str:
 class StoreCollector:
     """A prometheus_client collector over the store and the runner state."""
 
-    def __init__(self, store: Store, state: RunnerState):
+    def __init__(self, store: Store, state: RunnerState,
+                 sessions: SessionFigures | None = None):
         self.store = store
         self.state = state
+        self.sessions = sessions or SessionFigures()
 
     def collect(self) -> Iterator[Metric]:
         """Yield every contimg metric."""
@@ -66,15 +69,21 @@ class StoreCollector:
         yield GaugeMetricFamily("contimg_scheduler_running",
                                 "1 while the job runner's scheduler runs.",
                                 value=int(self.state.scheduler_running))
+        yield GaugeMetricFamily("contimg_sessions", "Browser sessions the server holds.",
+                                value=self.sessions.sessions())
+        yield GaugeMetricFamily("contimg_session_callbacks",
+                                "Periodic callbacks running in browser sessions.",
+                                value=self.sessions.periodic_callbacks())
         info = GaugeMetricFamily("contimg_info", "Version of the running contimg.",
                                  labels=["version"])
         info.add_metric([__version__], 1)
         yield info
 
 
-def metrics_registry(store: Store, state: RunnerState) -> CollectorRegistry:
+def metrics_registry(store: Store, state: RunnerState, *,
+                     sessions: SessionFigures | None = None) -> CollectorRegistry:
     """A registry of our own (not the process-global one) holding the store collector."""
     registry = CollectorRegistry(auto_describe=False)
-    registry.register(StoreCollector(store, state))
+    registry.register(StoreCollector(store, state, sessions))
     return registry
 

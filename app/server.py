@@ -16,6 +16,7 @@ from tornado.web import RedirectHandler
 
 from app.http import HealthHandler, ImageFileHandler, MetricsHandler, SourcesExportHandler
 from app.metrics import metrics_registry
+from app.sessions import SessionFigures
 from pipeline.errors import ContimgError
 from pipeline.home import Home
 from pipeline.jobs.default_stages import default_registry
@@ -26,6 +27,14 @@ from pipeline.store import Store
 from views.pages import PAGES, PageSpec
 
 log = logging.getLogger(__name__)
+
+#: Panel's thread pool: session page builds (after load), browser events and periodic
+#: callbacks run there, not on the IO loop that serves every page and /api/health
+SESSION_THREADS = 4
+#: a session whose browser went away is freed this long after its last connection, ms
+#: (Bokeh's default 15 s, checked every 17 s, kept dead pages' memory for half a minute)
+UNUSED_SESSION_LIFETIME_MS = 10_000
+CHECK_UNUSED_SESSIONS_MS = 2_000
 
 #: the GIL switch interval of the serving process, seconds (Python's default: 0.005)
 SWITCH_INTERVAL_S = 0.0005
@@ -82,31 +91,48 @@ def build_page(page: PageSpec, ctx: AppContext) -> pn.template.BaseTemplate:
 def _page_app(page: PageSpec, ctx: AppContext) -> Callable[[], pn.template.BaseTemplate]:
     # Panel calls a plain function once per session; it does not recognise functools.partial.
     def app() -> pn.template.BaseTemplate:
+        # Pages are built after load, so the first document holds no Tabulator: ask for
+        # its JavaScript up front or the page would fill in with tables that never draw.
+        pn.extension("tabulator")
         return build_page(page, ctx)
     return app
+
+
+def use_session_threads(n: int = SESSION_THREADS) -> None:
+    """Give Panel its thread pool (once per process; PANEL_NUM_THREADS overrides ``n``)."""
+    if pn.state._thread_pool is None:
+        pn.config.nthreads = pn.config.nthreads or n
 
 
 def make_server(ctx: AppContext, *, port: int, address: str,
                 loop: IOLoop | None = None) -> Server:
     """The Bokeh/Tornado server with every page and the extra routes, not yet started."""
+    use_session_threads()
     apps = {p.slug: _page_app(p, ctx) for p in PAGES}
+    figures = SessionFigures()
     extra = [
         (r"/", RedirectHandler, {"url": "/overview"}),
-        (r"/metrics", MetricsHandler, {"registry": metrics_registry(ctx.store, ctx.state)}),
-        (r"/api/health", HealthHandler, {"store": ctx.store, "state": ctx.state}),
+        (r"/metrics", MetricsHandler,
+         {"registry": metrics_registry(ctx.store, ctx.state, sessions=figures)}),
+        (r"/api/health", HealthHandler,
+         {"store": ctx.store, "state": ctx.state, "sessions": figures}),
         (r"/api/images/([^/]+)/([^/]+)", ImageFileHandler, {"store": ctx.store}),
         (r"/api/sources\.([a-z]+)", SourcesExportHandler, {"store": ctx.store}),
     ]
     origins = [f"{host}:{port}" for host in {address, "localhost", "127.0.0.1"}]
     try:
-        return pn.serve(apps, port=port, address=address, show=False, start=False,
-                        title={p.slug: f"contimg · {p.title}" for p in PAGES},
-                        websocket_origin=["*"] if address in ("0.0.0.0", "::") else origins,
-                        extra_patterns=extra, threaded=False, loop=loop)
+        server = pn.serve(apps, port=port, address=address, show=False, start=False,
+                          title={p.slug: f"contimg · {p.title}" for p in PAGES},
+                          websocket_origin=["*"] if address in ("0.0.0.0", "::") else origins,
+                          extra_patterns=extra, threaded=False, loop=loop,
+                          check_unused_sessions_milliseconds=CHECK_UNUSED_SESSIONS_MS,
+                          unused_session_lifetime_milliseconds=UNUSED_SESSION_LIFETIME_MS)
     except OSError as exc:
         if exc.errno == errno.EADDRINUSE:
             raise PortInUse(address, port) from None
         raise
+    figures.tornado = server._tornado
+    return server
 
 
 def serve(home: Home, *, port: int, address: str, config: RunnerConfig,

@@ -2,7 +2,10 @@
 
 A page builds its widgets once, on first display, and returns that same layout every
 time it is displayed (a notebook showing it twice keeps both copies live: Panel mirrors
-each widget into every document it is shown in).
+each widget into every document it is shown in). Served, the first render is a light
+placeholder and the page (widgets and their store queries) is built once the browser
+has loaded, in Panel's thread pool: the server's IO loop only sends documents, so one
+user's page build never stalls another's (issue 13).
 
 The rule for browser events: a handler that changes the page goes through ``on_event``,
 which runs it on the session's IO loop holding the document lock (Panel delivers some
@@ -22,6 +25,13 @@ import param
 from pipeline.jobs.runner_state import RunnerState
 from pipeline.store import Store
 from views.live import LiveLink
+
+
+def _served() -> bool:
+    """True inside a server session that has Panel's thread pool to build pages in."""
+    doc = pn.state.curdoc
+    return (doc is not None and doc.session_context is not None
+            and pn.state._thread_pool is not None)
 
 
 def on_session_loop(fn: Callable[[], None]) -> None:
@@ -59,15 +69,45 @@ class StorePage(pn.viewable.Viewer):
         params.setdefault("state", RunnerState())  # a notebook may have no runner
         super().__init__(**params)
         self._layout: pn.viewable.Viewable | None = None
+        self._shell: pn.Column | None = None
         self._live: LiveLink | None = None
+        self._built = False
 
     def __panel__(self) -> pn.viewable.Viewable:
+        if self._shell is not None:
+            return self._shell
         if self._layout is None:
+            if _served():
+                # A light first render; the page fills in after load, off the IO loop.
+                self._shell = pn.Column(
+                    pn.indicators.LoadingSpinner(value=True, size=40, name="Loading…"),
+                    sizing_mode="stretch_width", css_classes=["page-loading"])
+                pn.state.onload(self._fill, threaded=True)
+                self._start_live()
+                return self._shell
             self._layout = self._build()
-            self._live = LiveLink(self.state, on_store=self._refresh_store,
-                                  on_progress=self._refresh_progress,
-                                  period_ms=self.live_period_ms)
+            self._built = True
+            self._start_live()
         return self._layout
+
+    def _fill(self) -> None:
+        self._layout = self._build()
+        self._built = True
+        if self._shell is not None:
+            self._shell.css_classes = []
+            self._shell.objects = [self._layout]
+
+    def _start_live(self) -> None:
+        self._live = LiveLink(self.state, on_store=self._live_store,
+                              on_progress=self._live_progress, period_ms=self.live_period_ms)
+
+    def _live_store(self) -> None:
+        if self._built:  # before the deferred build there is nothing to refresh
+            self._refresh_store()
+
+    def _live_progress(self) -> None:
+        if self._built:
+            self._refresh_progress()
 
     def refresh(self) -> None:
         """Re-read everything now (a notebook's refresh; a served page refreshes itself)."""

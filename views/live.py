@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable, Hashable
 
 import panel as pn
@@ -41,6 +42,9 @@ class LiveLink:
         self._on_store = on_store
         self._on_progress = on_progress
         self._dirty = False
+        # With Panel's thread pool each tick is its own task: a slow refresh must not
+        # overlap the next tick's on another thread (a skipped tick stays dirty).
+        self._flushing = threading.Lock()
         self._store_key = store_key(state)
         self._progress_key = progress_key(state)
         self._watcher = state.param.watch(self._mark, ["revision", "paused"])
@@ -55,8 +59,14 @@ class LiveLink:
 
     def flush(self) -> None:
         """Call back for what changed since the last flush (nothing if nothing did)."""
-        if not self._dirty:
+        if not self._dirty or not self._flushing.acquire(blocking=False):
             return
+        try:
+            self._flush()
+        finally:
+            self._flushing.release()
+
+    def _flush(self) -> None:
         self._dirty = False
         skey, pkey = store_key(self._state), progress_key(self._state)
         if skey != self._store_key:
@@ -68,7 +78,15 @@ class LiveLink:
             if self._on_progress is not None:
                 self._on_progress()
 
+    @property
+    def running(self) -> bool:
+        """True while the periodic callback runs (False without a server session)."""
+        return self._callback is not None and self._callback.running
+
     def _close(self, *_: object) -> None:
+        # The runner state outlives every session: its watcher and these callbacks are
+        # what would keep a closed session's page (and its documents) in memory.
         self._state.param.unwatch(self._watcher)
         if self._callback is not None:
             self._callback.stop()
+        self._on_store = self._on_progress = None
