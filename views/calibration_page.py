@@ -195,7 +195,9 @@ class CalibrationPage(StorePage):
         self._timeline = self._build_timeline()
         self._detail = pn.pane.HTML(qa_detail_html(None), stylesheets=[_DETAIL_CSS],
                                     css_classes=["caltable-detail"], sizing_mode="stretch_width")
-        self._solutions = self._build_solutions()
+        # The three solution plots appear only once a table is picked: built then, so a
+        # page load (twenty users at once, issue 13) does not pay for three hidden figures.
+        self._solutions = pn.Row(visible=False, css_classes=["caltable-solutions"])
         self._flux = self._build_flux()
         self._table = pn.widgets.Tabulator(
             self._table_frame(), show_index=False, disabled=True, pagination="local",
@@ -258,7 +260,7 @@ class CalibrationPage(StorePage):
         self._bars.selected.on_change("indices", self._on_tap)
         return fig
 
-    def _build_solutions(self) -> pn.Row:
+    def _build_solutions(self) -> list[pn.pane.Bokeh]:
         self._gain_src = ColumnDataSource({"antenna": [], "amp": [], "phase_deg": [],
                                            "colour": [], "pol": []}, name="gain-source")
         self._bp_src = ColumnDataSource({"freq_mhz": [], "amp_median": [], "amp_lo": [],
@@ -280,8 +282,7 @@ class CalibrationPage(StorePage):
                    fill_alpha=0.15)
         band.scatter("freq_mhz", "amp_median", source=self._bp_src, color="colour", size=3)
         band.xaxis.axis_label, band.yaxis.axis_label = "frequency (MHz)", "|B|"
-        return pn.Row(pn.pane.Bokeh(amp), pn.pane.Bokeh(phase), pn.pane.Bokeh(band),
-                      visible=False, css_classes=["caltable-solutions"])
+        return [pn.pane.Bokeh(amp), pn.pane.Bokeh(phase), pn.pane.Bokeh(band)]
 
     def _build_flux(self):
         self._flux_points = ColumnDataSource(flux_data(self.store.calibrator_flux_series()
@@ -396,6 +397,11 @@ class CalibrationPage(StorePage):
     def _show_solutions(self, summary: SolutionsSummary) -> None:
         pol_colour = {0: "#0072b5", 1: "#e66100"}
         g = summary.gains
+        if g.empty and summary.bandpass.empty:
+            self._solutions.visible = False
+            return
+        if not self._solutions.objects:
+            self._solutions.objects = self._build_solutions()
         self._gain_src.data = {"antenna": list(g.antenna), "amp": list(g.amp),
                                "phase_deg": list(g.phase_deg), "pol": list(g.pol),
                                "colour": [pol_colour.get(int(p), "#555") for p in g.pol]}
@@ -408,7 +414,7 @@ class CalibrationPage(StorePage):
         env = b.groupby("freq_hz").agg(lo=("amp_lo", "min"), hi=("amp_hi", "max"))
         self._band_src.data = {"freq_mhz": list(env.index / 1e6), "lo": list(env.lo),
                                "hi": list(env.hi)}
-        self._solutions.visible = not (g.empty and b.empty)
+        self._solutions.visible = True
 
     # ---------------------------------------------------------------- events
     def _on_tap(self, _attr, _old, new) -> None:
