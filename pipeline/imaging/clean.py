@@ -84,10 +84,10 @@ def _grid(vis: Any, weight: Any, *, uvw: Any, freq: Any, npix: int, cell_rad: fl
 
 
 def _degrid(model: Any, *, uvw: Any, freq: Any, cell_rad: float, config: ImagingConfig,
-            backend: Backend) -> Any:
+            backend: Backend, out: Any | None = None) -> Any:
     return gridding.dirty2vis(uvw=uvw, freq=freq, dirty=model, wgt=None, pixsize_rad=cell_rad,
                               do_wgridding=config.do_wgridding, backend=backend,
-                              epsilon=config.epsilon)
+                              epsilon=config.epsilon, out=out)
 
 
 def minor_cycle(residual: Any, psf_patch: Any, *, stop: float, gain: float,
@@ -186,6 +186,7 @@ def clean(*, uvw: Any, freq: Any, vis: Any, weight: Any, npix: int, cell_rad: fl
     dirty_rms = robust_rms(residual, backend=backend)
     threshold = config.auto_mask_sigma * dirty_rms
     t_minor = t_major = 0.0
+    buffer = xp.empty(vis.shape, dtype=xp.complex64) if backend.name == "cpu" else None
     while n_major < config.max_major and n_comp < config.niter:
         rms = robust_rms(residual, backend=backend)
         if mask is None:
@@ -214,10 +215,13 @@ def clean(*, uvw: Any, freq: Any, vis: Any, weight: Any, npix: int, cell_rad: fl
         model[x, y] += f
         n_comp += n
         t1 = time.perf_counter()
-        model_vis = _degrid(model, uvw=uvw, freq=freq, cell_rad=cell_rad, config=config,
-                            backend=backend)
-        residual = _grid(vis - xp.asarray(model_vis, dtype=xp.complex64), weight, **kw)
-        del model_vis
+        # one visibility buffer for every cycle: the model's visibilities, then in place
+        # the residual ones (vis - model) that are gridded
+        buffer = _degrid(model, uvw=uvw, freq=freq, cell_rad=cell_rad, config=config,
+                         backend=backend, out=buffer)
+        buffer = xp.asarray(buffer, dtype=xp.complex64)
+        xp.subtract(vis, buffer, out=buffer)
+        residual = _grid(buffer, weight, **kw)
         t_major += time.perf_counter() - t1
         n_major += 1
         if progress is not None:
@@ -228,6 +232,7 @@ def clean(*, uvw: Any, freq: Any, vis: Any, weight: Any, npix: int, cell_rad: fl
             if mask is not None:
                 break
             mask = model != 0
+    del buffer
     rms = robust_rms(residual, backend=backend)
     timings.update(minor_s=t_minor, major_s=t_major, clean_s=time.perf_counter() - t0)
     return CleanResult(model=model, residual=residual, psf=psf, dirty_peak_jy=dirty_peak,
