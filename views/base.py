@@ -80,7 +80,7 @@ class StorePage(pn.viewable.Viewer):
             if _served():
                 # A light first render; the page fills in after load, off the IO loop.
                 self._shell = pn.Column(
-                    pn.indicators.LoadingSpinner(value=True, size=40, name="Loading…"),
+                    pn.indicators.LoadingSpinner(value=True, size=40, label="Loading…"),
                     sizing_mode="stretch_width", css_classes=["page-loading"])
                 pn.state.onload(self._fill, threaded=True)
                 self._start_live()
