@@ -325,71 +325,155 @@ def _average_delay_tracked(vis: np.ndarray, fine: np.ndarray, out: np.ndarray,
     return avg * np.exp(k * w[:, None] * out[None, :]).astype(np.complex64)[None, :, :, None]
 
 
-def simulate(home_incoming: Path, cfg: SimConfig, *,
-             progress: Callable[[int, int], None] | None = None) -> SimResult:
-    """Write every chunk's 16 subband files into ``home_incoming`` and the truth file."""
-    import time  # noqa: PLC0415
+@dataclass(frozen=True, kw_only=True, eq=False)
+class RunSetup:
+    """What every chunk of a run shares: array, sky, gains, RFI and the file-name offsets."""
 
-    from pyuvdata.utils.times import get_lst_for_time  # noqa: PLC0415
+    layout: inst.Layout
+    ant_idx: np.ndarray
+    a1: np.ndarray
+    a2: np.ndarray
+    sky: Sky
+    gains: GainModel
+    rfi: dict | None
+    telescope: Any
+    ant_enu: np.ndarray
+    ant_numbers: np.ndarray
+    offsets: np.ndarray   # (n_chunks, 16) seconds each file's name is off its chunk's start
 
-    t_start = time.perf_counter()
-    incoming = Path(home_incoming)
-    incoming.mkdir(parents=True, exist_ok=True)
+
+@dataclass(frozen=True, kw_only=True, eq=False)
+class ChunkPlan:
+    """One chunk's times, sources in the beam, RFI bursts and file names."""
+
+    k: int
+    start: datetime
+    times_jd: np.ndarray
+    sky: ChunkSky
+    bursts: list[dict]
+    names: list[str]
+
+
+def run_setup(cfg: SimConfig) -> RunSetup:
+    """Draw the run's sky, gains and RFI from the seed (call inside ``offline_iers``)."""
     layout = inst.load_layout(cfg.layout_path)
     ant_idx = layout.select(cfg.n_antennas)
     a1, a2 = baseline_pairs(len(ant_idx), autos=cfg.autos)
     seeds = np.random.SeedSequence(cfg.seed)
     rng_sky, rng_gain, rng_names, rng_rfi = (np.random.default_rng(s) for s in seeds.spawn(4))
-    files: list[Path] = []
-    chunks: list[dict] = []
-    used: dict[str, int] = {}
+    sky = full_sky(cfg, rng_sky)
+    t0 = _jd(cfg.start)
+    gains = (GainModel.draw(rng_gain, len(ant_idx), t_ref_jd=t0) if cfg.gains
+             else GainModel.unit(len(ant_idx), t_ref_jd=t0))
+    rfi = draw_rfi(rng_rfi) if cfg.rfi else None
+    telescope = make_telescope(layout, ant_idx)
+    # one draw of all chunks' offsets is the same stream as one draw per chunk
+    offsets = rng_names.uniform(-cfg.name_jitter_s, cfg.name_jitter_s,
+                                (cfg.n_chunks, inst.N_SUBBANDS))
+    return RunSetup(layout=layout, ant_idx=ant_idx, a1=a1, a2=a2, sky=sky, gains=gains,
+                    rfi=rfi, telescope=telescope, ant_enu=telescope.get_enu_antpos(),
+                    ant_numbers=np.asarray(telescope.antenna_numbers), offsets=offsets)
+
+
+def file_names(cfg: SimConfig, offsets: np.ndarray, k: int) -> list[str]:
+    """Chunk ``k``'s 16 file names, sb00 first."""
+    start_k = cfg.chunk_start(k)
+    return [(start_k + timedelta(seconds=float(offsets[k, sb]))).strftime(NAME_FORMAT)
+            + f"_sb{sb:02d}.hdf5" for sb in range(inst.N_SUBBANDS)]
+
+
+def name_offsets(cfg: SimConfig) -> np.ndarray:
+    """(n_chunks, 16) name offsets, as :func:`run_setup` draws them, without the rest."""
+    rng_names = np.random.default_rng(np.random.SeedSequence(cfg.seed).spawn(4)[2])
+    return rng_names.uniform(-cfg.name_jitter_s, cfg.name_jitter_s,
+                             (cfg.n_chunks, inst.N_SUBBANDS))
+
+
+def plan_chunk(cfg: SimConfig, setup: RunSetup, k: int) -> ChunkPlan:
+    """Chunk ``k``'s times, sources and bursts (no visibilities yet)."""
+    from pyuvdata.utils.times import get_lst_for_time  # noqa: PLC0415
+
+    start_k = cfg.chunk_start(k)
+    times = _jd(start_k) + (np.arange(inst.INTEGRATIONS_PER_CHUNK) + 0.5) \
+        * inst.INTEGRATION_S / 86400.0
+    lst = get_lst_for_time(times, telescope_loc=setup.layout.site.earth_location())
+    cs = chunk_sky(cfg, setup.sky, times, lst)
+    bursts = chunk_bursts(np.random.default_rng([cfg.seed, k, 7]), k, times) \
+        if setup.rfi is not None else []
+    return ChunkPlan(k=k, start=start_k, times_jd=times, sky=cs, bursts=bursts,
+                     names=file_names(cfg, setup.offsets, k))
+
+
+def write_subband(cfg: SimConfig, setup: RunSetup, chunk: ChunkPlan, sb: int,
+                  incoming: Path) -> Path:
+    """Predict and write one subband file of ``chunk`` (atomically); returns its path."""
+    k = chunk.k
+    rng = np.random.default_rng([cfg.seed, k, sb])
+    vis, freqs = simulate_subband(cfg, chunk.sky, sb, ant_enu=setup.ant_enu, a1=setup.a1,
+                                  a2=setup.a2, gains=setup.gains, times_jd=chunk.times_jd,
+                                  rng=rng, rfi=setup.rfi, bursts=chunk.bursts)
+    uvd = build_uvdata(
+        telescope=setup.telescope, ant_numbers=setup.ant_numbers, a1=setup.a1, a2=setup.a2,
+        times_jd=chunk.times_jd, freqs_hz=freqs, data=vis, dec_deg=cfg.dec_deg,
+        channel_width_hz=inst.CHANNEL_WIDTH_HZ * 48 / cfg.channels_per_subband,
+        extra={"subband": sb, "simulated": True, "sim_seed": cfg.seed},
+        history=f"contimg simulate seed={cfg.seed} chunk={k} sb={sb:02d}")
+    path = Path(incoming) / chunk.names[sb]
+    write_atomic(uvd, path)
+    return path
+
+
+def _chunk_truth(chunk: ChunkPlan, offsets: np.ndarray) -> dict:
+    return {"start_utc": chunk.start.strftime(NAME_FORMAT),
+            "times_jd": chunk.times_jd.tolist(), "files": list(chunk.names),
+            "name_offsets_s": offsets[chunk.k].tolist(), "sources": list(chunk.sky.sky.names)}
+
+
+def write_truth(incoming: Path, cfg: SimConfig, setup: RunSetup | None = None) -> Path:
+    """Write the run's truth file from the seed alone (no visibilities are predicted)."""
     with offline_iers():
-        sky = full_sky(cfg, rng_sky)
-        t0 = _jd(cfg.start)
-        gains = (GainModel.draw(rng_gain, len(ant_idx), t_ref_jd=t0) if cfg.gains
-                 else GainModel.unit(len(ant_idx), t_ref_jd=t0))
-        rfi = draw_rfi(rng_rfi) if cfg.rfi else None
-        telescope = make_telescope(layout, ant_idx)
-        ant_enu = telescope.get_enu_antpos()
-        ant_numbers = np.asarray(telescope.antenna_numbers)
-        total = cfg.n_chunks * inst.N_SUBBANDS
+        setup = setup if setup is not None else run_setup(cfg)
+        used: dict[str, int] = {}
+        chunks = []
         for k in range(cfg.n_chunks):
-            start_k = cfg.chunk_start(k)
-            times = _jd(start_k) + (np.arange(inst.INTEGRATIONS_PER_CHUNK) + 0.5) \
-                * inst.INTEGRATION_S / 86400.0
-            lst = get_lst_for_time(times, telescope_loc=layout.site.earth_location())
-            cs = chunk_sky(cfg, sky, times, lst)
-            for name in cs.sky.names:
+            chunk = plan_chunk(cfg, setup, k)
+            for name in chunk.sky.sky.names:
                 used[name] = used.get(name, 0) + 1
-            bursts = chunk_bursts(np.random.default_rng([cfg.seed, k, 7]), k, times) \
-                if rfi is not None else []
-            if rfi is not None:
-                rfi["bursts"].extend(bursts)
-            offsets = rng_names.uniform(-cfg.name_jitter_s, cfg.name_jitter_s, inst.N_SUBBANDS)
-            names = []
+            if setup.rfi is not None:
+                setup.rfi["bursts"].extend(chunk.bursts)
+            chunks.append(_chunk_truth(chunk, setup.offsets))
+        truth = _truth_dict(cfg, setup.layout, setup.ant_idx, setup.sky, used, setup.gains,
+                            setup.rfi, chunks)
+    return save_truth(truth_path(Path(incoming), cfg.start), truth)
+
+
+def simulate(home_incoming: Path, cfg: SimConfig, *,
+             progress: Callable[[int, int], None] | None = None) -> SimResult:
+    """Write every chunk's 16 subband files into ``home_incoming`` and the truth file."""
+    import time  # noqa: PLC0415
+
+    t_start = time.perf_counter()
+    incoming = Path(home_incoming)
+    incoming.mkdir(parents=True, exist_ok=True)
+    files: list[Path] = []
+    used: dict[str, int] = {}
+    chunks: list[dict] = []
+    total = cfg.n_chunks * inst.N_SUBBANDS
+    with offline_iers():
+        setup = run_setup(cfg)
+        for k in range(cfg.n_chunks):
+            chunk = plan_chunk(cfg, setup, k)
+            for name in chunk.sky.sky.names:
+                used[name] = used.get(name, 0) + 1
+            if setup.rfi is not None:
+                setup.rfi["bursts"].extend(chunk.bursts)
             for sb in range(inst.N_SUBBANDS):
-                rng = np.random.default_rng([cfg.seed, k, sb])
-                vis, freqs = simulate_subband(cfg, cs, sb, ant_enu=ant_enu, a1=a1, a2=a2,
-                                              gains=gains, times_jd=times, rng=rng, rfi=rfi,
-                                              bursts=bursts)
-                stamp = (start_k + timedelta(seconds=float(offsets[sb]))).strftime(NAME_FORMAT)
-                uvd = build_uvdata(
-                    telescope=telescope, ant_numbers=ant_numbers, a1=a1, a2=a2, times_jd=times,
-                    freqs_hz=freqs, data=vis, dec_deg=cfg.dec_deg,
-                    channel_width_hz=inst.CHANNEL_WIDTH_HZ * 48 / cfg.channels_per_subband,
-                    extra={"subband": sb, "simulated": True, "sim_seed": cfg.seed},
-                    history=f"contimg simulate seed={cfg.seed} chunk={k} sb={sb:02d}")
-                path = incoming / f"{stamp}_sb{sb:02d}.hdf5"
-                write_atomic(uvd, path)
-                files.append(path)
-                names.append(path.name)
+                files.append(write_subband(cfg, setup, chunk, sb, incoming))
                 if progress is not None:
                     progress(k * inst.N_SUBBANDS + sb + 1, total)
-            chunks.append({"start_utc": start_k.strftime(NAME_FORMAT),
-                           "times_jd": times.tolist(), "files": names,
-                           "name_offsets_s": offsets.tolist(),
-                           "sources": list(cs.sky.names)})
-        truth = _truth_dict(cfg, layout, ant_idx, sky, used, gains, rfi, chunks)
+            chunks.append(_chunk_truth(chunk, setup.offsets))
+        truth = _truth_dict(cfg, setup.layout, setup.ant_idx, setup.sky, used, setup.gains,
+                            setup.rfi, chunks)
     out = save_truth(truth_path(incoming, cfg.start), truth)
     return SimResult(files=files, truth=out, seconds=time.perf_counter() - t_start)
 
