@@ -27,6 +27,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+from pipeline.auth_config import AuthConfig
 from pipeline.calibration.registry import CalibrationConfig
 from pipeline.errors import ContimgError
 from pipeline.home import Home
@@ -57,6 +58,7 @@ class Settings:
     photometry: PhotometryConfig = field(default_factory=PhotometryConfig)
     variability: VariabilityThresholds = field(default_factory=VariabilityThresholds)
     runner: RunnerConfig = field(default_factory=RunnerConfig)
+    auth: AuthConfig = field(default_factory=AuthConfig)
 
 
 def sections() -> dict[str, type]:

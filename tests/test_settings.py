@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from argparse import Namespace
 from dataclasses import replace
 from pathlib import Path
@@ -68,7 +69,32 @@ def test_a_file_changes_only_what_it_names(home):
 
 def test_sections_are_the_settings_fields():
     assert list(sections()) == ["ingest", "calibration", "imaging", "photometry",
-                                "variability", "runner"]
+                                "variability", "runner", "auth"]
+
+
+def test_oauth_sign_in_is_configured_in_the_file(home):
+    write_settings(home, auth={"mode": "oauth", "oauth_provider": "generic",
+                               "oauth_key": "contimg-dashboard",
+                               "oauth_secret_file": "/etc/contimg/oauth-secret",
+                               "oauth_url": "https://sso.example.org/realms/ovro"})
+    auth = load_settings(home).auth
+    assert (auth.mode, auth.oauth_provider, auth.oauth_default_role) == (
+        "oauth", "generic", "viewer")
+
+
+@pytest.mark.parametrize(("auth", "problem"), [
+    ({"mode": "oauth", "oauth_provider": "myspace", "oauth_key": "k",
+      "oauth_secret_file": "/s"}, "auth.oauth_provider = 'myspace'"),
+    ({"mode": "oauth", "oauth_provider": "github"}, "auth.oauth_key and auth.oauth_secret_file"),
+    ({"mode": "oauth", "oauth_provider": "generic", "oauth_key": "k",
+      "oauth_secret_file": "/s"}, "auth.oauth_url is needed"),
+    ({"mode": "kerberos"}, "auth.mode = 'kerberos'"),
+])
+def test_bad_sign_in_settings_name_the_key(home, auth, problem):
+    home.root.mkdir(parents=True, exist_ok=True)
+    settings_path(home).write_text("[auth]\n" + "".join(f'{k} = "{v}"\n' for k, v in auth.items()))
+    with pytest.raises(SettingsError, match=re.escape(problem)):
+        load_settings(home)
 
 
 BAD_FILES = [
