@@ -91,11 +91,14 @@ class StorePage(pn.viewable.Viewer):
         return self._layout
 
     def _fill(self) -> None:
-        self._layout = self._build()
-        self._built = True
+        # In the thread pool: the new models join the document only through the shell
+        # (a Panel layout, which hands the change to the session's loop).
+        layout = self._build()
         if self._shell is not None:
             self._shell.css_classes = []
-            self._shell.objects = [self._layout]
+            self._shell.objects = [layout]
+        self._layout = layout
+        self._built = True
 
     def _start_live(self) -> None:
         self._live = LiveLink(self.state, on_store=self._live_store,

@@ -42,20 +42,25 @@ class LiveLink:
         self._on_store = on_store
         self._on_progress = on_progress
         self._dirty = False
-        # With Panel's thread pool each tick is its own task: a slow refresh must not
-        # overlap the next tick's on another thread (a skipped tick stays dirty).
+        # A notebook's refresh and a tick may call flush() at once: one runs, the other
+        # returns and the link stays dirty for the next tick.
         self._flushing = threading.Lock()
         self._store_key = store_key(state)
         self._progress_key = progress_key(state)
         self._watcher = state.param.watch(self._mark, ["revision", "paused"])
         if pn.state.curdoc is not None and pn.state.curdoc.session_context is not None:
-            self._callback = pn.state.add_periodic_callback(self.flush, period=period_ms)
+            # A coroutine, so Panel runs it on the session's loop under the document lock
+            # even with its thread pool on: pages' refreshes set plain Bokeh models.
+            self._callback = pn.state.add_periodic_callback(self._tick, period=period_ms)
             pn.state.on_session_destroyed(self._close)
         else:
             self._callback = None  # a notebook without a server: flush() on demand
 
     def _mark(self, *_: object) -> None:
         self._dirty = True
+
+    async def _tick(self) -> None:
+        self.flush()
 
     def flush(self) -> None:
         """Call back for what changed since the last flush (nothing if nothing did)."""
