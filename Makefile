@@ -36,10 +36,15 @@ debian-tools:
 	  $$SUDO apt-get update -qq && $$SUDO apt-get install -y -qq $$missing; \
 	fi
 
-# An empty home first gets a demo: an hour of simulated data centred on 3C48's last
-# transit (24 antennas, 4 channels per subband: about 1.5 min to simulate on 2 cores),
-# which the server's scheduler then ingests and processes while the pages show it.
-DEMO := --transit-of 3C48 --minutes 60 --antennas 24 --channels-per-subband 4 --seed 1
+# An empty home first gets a demo: an hour of simulated data from just before 3C48's last
+# transit (24 antennas, 4 channels per subband). It is only planned here (--live): the
+# server starts at once and two background processes write the files into incoming/ in
+# time order, as a correlator would, while the scheduler ingests and processes them. The
+# transit falls mid-way through the first chunk, so the calibrator comes first and every
+# later chunk finds its tables. A second `make run` neither re-plans nor rewrites: the
+# server finishes an interrupted run (what is already there is kept).
+DEMO := --transit-of 3C48 --transit-after 2.6 --minutes 60 --antennas 24 \
+        --channels-per-subband 4 --seed 1 --live
 # The demo images the production 3.5° field at 3 cells per beam instead of 5 (2304² cells,
 # not 3840²). Measured on the 12 demo chunks, 2 busy cores: 6.2 s an image instead of
 # 11.7 s, `process --once` 117 s instead of 188 s, 1.2 GB of images instead of 3.3 GB,
@@ -50,7 +55,8 @@ DEMO := --transit-of 3C48 --minutes 60 --antennas 24 --channels-per-subband 4 --
 DEMO_SETTINGS := [imaging]\n\# demo: 3 cells per beam (default 5) images the 3.5° field twice as fast\ncells_per_beam = 3.0\n
 
 run: install
-	@if [ ! -e $(HOME_DIR)/contimg.toml ] && ! ls $(HOME_DIR)/incoming/*.hdf5 >/dev/null 2>&1; \
+	@if [ ! -e $(HOME_DIR)/contimg.toml ] && [ ! -e $(HOME_DIR)/simulation-plan.json ] && \
+	  ! ls $(HOME_DIR)/incoming/*.hdf5 >/dev/null 2>&1; \
 	then mkdir -p $(HOME_DIR) && printf '$(DEMO_SETTINGS)' > $(HOME_DIR)/contimg.toml && \
 	  echo "wrote demo settings to $(HOME_DIR)/contimg.toml (contimg settings shows them)"; fi
 	$(VENV)/bin/contimg simulate --home $(HOME_DIR) --if-empty $(DEMO)

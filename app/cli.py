@@ -78,8 +78,15 @@ def build_parser() -> argparse.ArgumentParser:
     sim.add_argument("--rfi", action="store_true", help="add narrow-band RFI and bursts")
     sim.add_argument("--no-noise", action="store_true", help="no thermal noise")
     sim.add_argument("--no-gains", action="store_true", help="unit antenna gains")
+    sim.add_argument("--transit-after", type=float, metavar="MINUTES",
+                     help="with --transit-of: the transit falls this many minutes after the "
+                          "start (default: mid-run)")
     sim.add_argument("--if-empty", action="store_true",
-                     help="do nothing if incoming/ already holds .hdf5 files")
+                     help="do nothing if incoming/ already holds .hdf5 files or a plan")
+    sim.add_argument("--live", action="store_true",
+                     help="write nothing now: plan the run in the home, and `contimg serve` "
+                          "writes it file by file in the background as a correlator would "
+                          "(resuming where an interrupted run stopped)")
 
     settings = sub.add_parser("settings", parents=[home],
                               help="print the effective settings (<home>/contimg.toml over "
@@ -120,9 +127,32 @@ def cmd_serve(args: argparse.Namespace, home: Home) -> int:
     from app.server import serve  # Panel is heavy; status and process don't need it
     settings = load_settings(home)  # once, before anything starts: a bad file stops here
     settings = replace(settings, runner=runner_config(args, settings.runner))
-    serve(home, port=args.port, address=args.address, paused=args.paused,
-          config=settings.runner, settings=settings)
+    simulator = _start_planned_simulation(home)
+    try:
+        serve(home, port=args.port, address=args.address, paused=args.paused,
+              config=settings.runner, settings=settings)
+    finally:
+        if simulator is not None:
+            simulator.stop()  # Ctrl-C or a failed start: no simulator outlives the server
     return 0
+
+
+def _start_planned_simulation(home: Home):
+    """Start writing the home's unfinished `simulate --live` plan in the background, if any."""
+    from pipeline.simulate.live import load_plan, resume_plan  # noqa: PLC0415
+
+    plan = load_plan(home.root)
+    if plan is None or plan[1]:
+        return None
+    from tqdm import tqdm  # noqa: PLC0415
+
+    cfg = plan[0]
+    # mininterval: a line every few seconds in a log, not one per file
+    bar = tqdm(total=cfg.n_chunks * 16, unit="file", desc="demo data arriving",
+               mininterval=5, file=sys.stderr)
+    home.ensure()
+    return resume_plan(home.root, home.incoming, workers=2,
+                       progress=lambda done, total: bar.update(done - bar.n))
 
 
 def cmd_process(args: argparse.Namespace, home: Home) -> int:
@@ -201,10 +231,16 @@ def _simulation_window(args: argparse.Namespace) -> tuple[datetime, float]:
         i = names[args.transit_of.upper()]
         ra, cal_dec = float(cals.ra_deg[i]), float(cals.dec_deg[i])
         transit = previous_transit(ra, cal_dec, start or datetime.now(UTC).replace(tzinfo=None))
-        start = (transit - timedelta(minutes=args.minutes / 2)).replace(microsecond=0)
+        lead = args.minutes / 2 if args.transit_after is None else args.transit_after
+        if not 0 <= lead <= args.minutes:
+            raise ValueError(f"--transit-after must be within 0..{args.minutes:g} minutes, "
+                             f"got {lead:g}")
+        start = (transit - timedelta(minutes=lead)).replace(microsecond=0)
         # the array points at an apparent declination: the calibrator's, at its transit
         dec = args.dec if args.dec is not None else apparent_position(ra, cal_dec, transit)[1]
         return start, dec
+    if args.transit_after is not None:
+        raise ValueError("--transit-after goes with --transit-of NAME")
     if start is None or args.dec is None:
         raise ValueError("give --start and --dec, or --transit-of NAME")
     return start, args.dec
@@ -214,10 +250,16 @@ def cmd_simulate(args: argparse.Namespace, home: Home) -> int:
     """Write simulated DSA-110-like subband files and their truth into the home's incoming/."""
     from pipeline.simulate import SimConfig, SimulateError, simulate  # noqa: PLC0415 — heavy
 
+    from pipeline.simulate.live import load_plan, plan_path, save_plan  # noqa: PLC0415
+
     home.ensure()
     existing = sorted(home.incoming.glob("*.hdf5"))
-    if args.if_empty and existing:
-        print(f"{home.incoming} already holds {len(existing)} .hdf5 files; nothing simulated")
+    plan = load_plan(home.root)
+    if args.if_empty and (existing or plan is not None):
+        what = (f"{len(existing)} .hdf5 files" if existing else "a planned simulation")
+        print(f"{home.root} already holds {what}; nothing simulated"
+              + ("" if plan is None or plan[1] else
+                 " (`contimg serve` goes on writing the planned run)"))
         return 0
     try:
         start, dec = _simulation_window(args)
@@ -228,6 +270,15 @@ def cmd_simulate(args: argparse.Namespace, home: Home) -> int:
                            gains=not args.no_gains)
     except ValueError as exc:
         raise SimulateError(f"simulate: {exc}") from None
+    if args.live:
+        if plan is not None and not plan[1]:
+            raise SimulateError(f"simulate: {plan_path(home.root)} already plans an unfinished "
+                                "run; `contimg serve` finishes it (remove the file to drop it)")
+        save_plan(home.root, config)
+        print(f"planned {config.n_chunks} chunks from {config.start.isoformat()} in "
+              f"{plan_path(home.root)}; `contimg serve` writes them to {home.incoming} "
+              "in the background")
+        return 0
     from tqdm import tqdm  # noqa: PLC0415
 
     with tqdm(total=config.n_chunks * 16, unit="file", desc="simulate",
