@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import json
 import socket
+import time
+from pathlib import Path
 
 import duckdb
-from conftest import add_observations, contimg
+from conftest import ServedHome, add_observations, contimg
 
 from pipeline.store import Store
 
@@ -79,3 +81,51 @@ def test_port_in_use_is_one_line(home):
         port = taken.getsockname()[1]
         result = contimg("serve", "--home", str(home.root), "--port", str(port))
     assert_one_line_error(result, f"port {port} on 127.0.0.1 is already in use")
+
+
+def children(pid: int) -> list[int]:
+    """Live child processes of ``pid`` (from /proc: no psutil in the environment)."""
+    out = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except (FileNotFoundError, ProcessLookupError):
+            continue
+        if int(fields[1]) == pid and fields[0] != "Z":
+            out.append(int(stat.parent.name))
+    return out
+
+
+def alive(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except FileNotFoundError:
+        return False
+
+
+def test_serve_answers_while_the_planned_simulation_arrives_and_stops_it(home):
+    # 3 chunks of 6 antennas: the dashboard must not wait for the data's source
+    r = contimg("simulate", "--home", str(home.root), "--start", "2026-11-23T12:00:00",
+                "--dec", "33", "--minutes", "15", "--antennas", "6",
+                "--channels-per-subband", "1", "--live", "--if-empty")
+    assert r.returncode == 0 and "planned 3 chunks" in r.stdout, r.stderr
+    assert not list(home.incoming.glob("*.hdf5"))
+    served = ServedHome(home)
+    try:
+        # health answered (ServedHome waited for it) while most of the run is still to come
+        assert len(list(home.incoming.glob("*.hdf5"))) < 48
+        assert not json.loads((home.root / "simulation-plan.json").read_text())["finished"]
+        workers = children(served.proc.pid)
+        assert len(workers) >= 2   # the simulator's processes, under the server
+    finally:
+        assert served.stop() == 0, served.log.read_text()
+    # Ctrl-C left nothing behind (spawn's resource tracker goes when its pipe closes)
+    deadline = time.monotonic() + 10
+    while [p for p in workers if alive(p)] and time.monotonic() < deadline:
+        time.sleep(0.2)
+    left = {p: Path(f"/proc/{p}/cmdline").read_bytes()[:200] for p in workers if alive(p)}
+    assert not left
+    # a second plan on this home is refused politely by --if-empty
+    r = contimg("simulate", "--home", str(home.root), "--start", "2026-11-23T12:00:00",
+                "--dec", "33", "--minutes", "15", "--live", "--if-empty")
+    assert r.returncode == 0 and "nothing simulated" in r.stdout
