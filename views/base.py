@@ -104,6 +104,21 @@ class StorePage(pn.viewable.Viewer):
         self._live = LiveLink(self.state, on_store=self._live_store,
                               on_progress=self._live_progress, period_ms=self.live_period_ms)
 
+    def _state_widget(self, widget: pn.widgets.Widget, name: str) -> pn.widgets.Widget:
+        """Tie ``widget``'s value to the runner state's ``name`` both ways, per session.
+
+        ``Widget.from_param`` on the shared runner state would leave a watcher on it
+        after the session ends (keeping the session's page in memory); this one is
+        dropped when the session is destroyed.
+        """
+        widget.value = getattr(self.state, name)
+        widget.param.watch(lambda e: setattr(self.state, name, e.new), "value")
+        follow = self.state.param.watch(lambda e: setattr(widget, "value", e.new), name)
+        doc = pn.state.curdoc
+        if doc is not None and doc.session_context is not None:
+            pn.state.on_session_destroyed(lambda _ctx: self.state.param.unwatch(follow))
+        return widget
+
     def _live_store(self) -> None:
         if self._built:  # before the deferred build there is nothing to refresh
             self._refresh_store()

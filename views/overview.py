@@ -89,8 +89,8 @@ class OverviewPage(StorePage):
         self._alerts = pn.widgets.Tabulator(
             self.store.recent_alerts(limit=10), disabled=True, show_index=False,
             sizing_mode="stretch_width", css_classes=["recent-alerts"])
-        pause = pn.widgets.Toggle.from_param(self.state.param.paused, name="Pause processing",
-                                             width=160)
+        pause = self._state_widget(pn.widgets.Toggle(label="Pause processing", width=160),
+                                   "paused")
         self._refresh_store()
         self._refresh_progress()
         return pn.Column(
