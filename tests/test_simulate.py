@@ -298,14 +298,16 @@ def test_same_seed_same_files(default_sim, tmp_path_factory):
 def test_cli_writes_two_chunks_and_if_empty_skips(tmp_path):
     home = tmp_path / "h"
     args = ["simulate", "--home", str(home), "--start", "2026-11-23T12:00:00", "--minutes",
-            "10", "--dec", "33", "--antennas", "8", "--channels-per-subband", "2"]
+            "10", "--dec", "33", "--antennas", "4", "--channels-per-subband", "1"]
     r = contimg(*args)
     assert r.returncode == 0, r.stderr
     assert len(list((home / "incoming").glob("*.hdf5"))) == 32
     assert len(list((home / "incoming" / "truth").glob("*.json"))) == 1
-    r = contimg(*args[:4], "2026-11-24T12:00:00", *args[5:], "--if-empty")
-    assert r.returncode == 0 and "nothing simulated" in r.stdout
+    for extra in ([], ["--live"]):   # neither writes nor plans over what is there
+        r = contimg(*args[:4], "2026-11-24T12:00:00", *args[5:], "--if-empty", *extra)
+        assert r.returncode == 0 and "nothing simulated" in r.stdout
     assert len(list((home / "incoming").glob("*.hdf5"))) == 32
+    assert not (home / "simulation-plan.json").exists()
 
 
 @pytest.mark.parametrize("bad, match", [
@@ -328,22 +330,23 @@ def test_cli_bad_arguments_one_line_error(tmp_path, bad, match):
 def test_cli_centres_a_run_on_a_calibrator_transit(tmp_path):
     from pipeline.instrument.transits import hour_angle_deg
     home = tmp_path / "home"
-    result = contimg("simulate", "--home", str(home), "--transit-of", "3C48", "--minutes", "10",
-                     "--antennas", "6", "--channels-per-subband", "1", "--start",
-                     "2026-11-23T12:00:00")
+    # the transit mid-way through the one chunk (as `make run` places it), not mid-run
+    result = contimg("simulate", "--home", str(home), "--transit-of", "3C48", "--minutes", "5",
+                     "--transit-after", "2.6", "--antennas", "4", "--channels-per-subband",
+                     "1", "--start", "2026-11-23T12:00:00")
     assert result.returncode == 0, result.stderr
     [truth] = (home / "incoming" / "truth").glob("*.json")
     start = datetime.fromisoformat(truth.stem)
-    ha = hour_angle_deg(24.422083, 33.15975, start + timedelta(minutes=5))
-    assert min(ha, 360 - ha) < 0.01  # 3C48 on the meridian mid-run
+    ha = hour_angle_deg(24.422083, 33.15975, start + timedelta(minutes=2.6))
+    assert min(ha, 360 - ha) < 0.01  # 3C48 on the meridian 2.6 minutes in
     assert start < datetime(2026, 11, 23, 12)
-    assert len(list((home / "incoming").glob("*.hdf5"))) == 32
+    assert len(list((home / "incoming").glob("*.hdf5"))) == 16
     meta = UVData()
     meta.read(sorted((home / "incoming").glob("*.hdf5"))[0], file_type="uvh5", read_data=False)
     # the array points at 3C48's apparent declination (astropy, true equator) at transit
     from astropy import units as u
     from astropy.coordinates import TETE, SkyCoord
     from astropy.time import Time
-    when = Time(start + timedelta(minutes=5), scale="utc")
+    when = Time(start + timedelta(minutes=2.6), scale="utc")
     app = SkyCoord(24.422083 * u.deg, 33.15975 * u.deg).transform_to(TETE(obstime=when))
     assert meta.extra_keywords["pointing_dec_deg"] == pytest.approx(app.dec.deg, abs=2e-3)
