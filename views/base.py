@@ -34,6 +34,13 @@ def _served() -> bool:
             and pn.state._thread_pool is not None)
 
 
+def _session_gone() -> bool:
+    """True when the current document's server session has been destroyed."""
+    doc = pn.state.curdoc
+    ctx = doc.session_context if doc is not None else None
+    return bool(ctx is not None and getattr(ctx, "destroyed", False))
+
+
 def on_session_loop(fn: Callable[[], None]) -> None:
     """Run ``fn`` on the session's loop with the document lock held (now, without one)."""
     doc = pn.state.curdoc
@@ -93,6 +100,8 @@ class StorePage(pn.viewable.Viewer):
     def _fill(self) -> None:
         # In the thread pool: the new models join the document only through the shell
         # (a Panel layout, which hands the change to the session's loop).
+        if _session_gone():
+            return  # its browser left while the build waited in the pool: nobody to show
         layout = self._build()
         if self._shell is not None:
             self._shell.css_classes = []
