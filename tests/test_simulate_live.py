@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import signal
 import threading
 import time
 from dataclasses import replace
@@ -74,12 +75,18 @@ def test_interrupted_run_resumes_to_whole_groups_that_ingest_registers(tmp_path)
     deadline = time.monotonic() + 60
     while len(list(home.incoming.glob("*.hdf5"))) < 3 and time.monotonic() < deadline:
         time.sleep(0.1)
-    sim.stop()  # mid-run: the workers end and what they had half-written is not visible
+    # Ctrl-C in a terminal reaches every process of the group: the workers stop at once,
+    # by themselves, mid-run, with no half file under a final name nor a temporary left
+    for pid in pids:
+        os.kill(pid, signal.SIGINT)
+    assert sim.wait(30) is False
+    assert sim.error is None
+    sim.stop()
     assert not any(alive(p) for p in pids)
     first = {p.name for p in home.incoming.glob("*.hdf5")}
     assert 3 <= len(first) < 32
+    assert not list(home.incoming.glob(".*.tmp"))
     assert not load_plan(home.root)[1]
-    # a worker killed mid-write leaves its temporary, never a final name
     left = missing_files(home.incoming, CFG)
     assert len(left) == 32 - len(first)
 

@@ -17,6 +17,7 @@ import logging
 import multiprocessing as mp
 import os
 import signal
+import sys
 import threading
 from collections.abc import Callable
 from dataclasses import fields
@@ -39,6 +40,7 @@ from pipeline.simulate.writer import offline_iers
 log = logging.getLogger(__name__)
 
 PLAN_NAME = "simulation-plan.json"
+INTERRUPTED = 130  # a worker's exit code after Ctrl-C, as a shell's
 _PATH_FIELDS = ("layout_path", "catalog_path", "calibrators_path")
 
 
@@ -124,9 +126,12 @@ def _die_with_parent(parent_pid: int) -> None:
 
 def _worker(cfg: SimConfig, incoming: Path, tasks: Any, done: Any, parent_pid: int,
             nice: int) -> None:
-    """A pool process: set the run up once, then write the subbands it is handed."""
-    # Ctrl-C reaches the whole process group: the parent alone decides when to stop.
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    """A pool process: set the run up once, then write the subbands it is handed.
+
+    Ctrl-C in a terminal reaches the whole process group: a worker then stops at once
+    (its temporary file removed on the way out), not after the server has waited for its
+    running stage jobs; a signal to the server alone stops the workers from there.
+    """
     _die_with_parent(parent_pid)
     if nice:
         os.nice(nice)  # the dashboard and the pipeline come before the data's source
@@ -140,6 +145,8 @@ def _worker(cfg: SimConfig, incoming: Path, tasks: Any, done: Any, parent_pid: i
                     chunk = plan_chunk(cfg, setup, k)
                 path = write_subband(cfg, setup, chunk, sb, incoming)
                 done.put(("file", k, sb, path.name))
+    except KeyboardInterrupt:
+        sys.exit(INTERRUPTED)
     except Exception as exc:  # noqa: BLE001 — reported to the parent, which logs and stops
         done.put(("error", repr(exc)))
 
@@ -147,12 +154,14 @@ def _worker(cfg: SimConfig, incoming: Path, tasks: Any, done: Any, parent_pid: i
 def _truth_worker(cfg: SimConfig, incoming: Path, home_root: Path, parent_pid: int,
                   nice: int) -> None:
     """Write the truth file, then mark the plan finished."""
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
     _die_with_parent(parent_pid)
     if nice:
         os.nice(nice)
-    write_truth(incoming, cfg)
-    _mark_finished(home_root)
+    try:
+        write_truth(incoming, cfg)
+        _mark_finished(home_root)
+    except KeyboardInterrupt:
+        sys.exit(INTERRUPTED)
 
 
 class LiveSimulator:
@@ -224,6 +233,10 @@ class LiveSimulator:
                 msg = done.get(timeout=0.5)
             except queue.Empty:
                 if not any(p.is_alive() for p in self._procs):
+                    if all(p.exitcode == INTERRUPTED for p in self._procs):
+                        log.info("simulator interrupted with %d of %d files written; the "
+                                 "next `contimg serve` goes on from there", written, total)
+                        return
                     self.error = self.error or "simulator workers ended early"
                     break
                 continue
@@ -256,7 +269,10 @@ class LiveSimulator:
             truth.start()
             self._procs = [truth]
         truth.join()
-        if truth.exitcode == 0:
+        if truth.exitcode == INTERRUPTED:
+            log.info("simulator interrupted before the truth file; the next `contimg serve` "
+                     "writes it")
+        elif truth.exitcode == 0:
             log.info("simulator: all %d chunks written; truth in %s", self.cfg.n_chunks,
                      self.incoming / "truth")
             self._finished.set()
