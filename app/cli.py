@@ -9,6 +9,7 @@ import sys
 from collections.abc import Sequence
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
+from typing import TYPE_CHECKING
 
 from app.accounts_cli import ACCOUNT_COMMANDS, add_account_commands
 from pipeline import __version__
@@ -19,6 +20,9 @@ from pipeline.jobs.runner_config import RunnerConfig
 from pipeline.process_tuning import configure_process
 from pipeline.settings import load_settings, settings_path, settings_tables, settings_toml
 from pipeline.store import Store
+
+if TYPE_CHECKING:
+    from pipeline.simulate.live import LiveSimulator  # heavy: imported when serving a plan
 
 
 def _home_parent() -> argparse.ArgumentParser:
@@ -137,7 +141,7 @@ def cmd_serve(args: argparse.Namespace, home: Home) -> int:
     return 0
 
 
-def _start_planned_simulation(home: Home):
+def _start_planned_simulation(home: Home) -> LiveSimulator | None:
     """Start writing the home's unfinished `simulate --live` plan in the background, if any."""
     from pipeline.simulate.live import load_plan, resume_plan  # noqa: PLC0415
 
