@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+import time
 from collections import Counter
 from datetime import timedelta
 
@@ -392,3 +393,33 @@ def test_run_once_runs_as_many_jobs_at_once_as_it_has_workers(store, home, clock
     # With one job at a time the barrier would break after 10 s and both jobs would fail.
     assert runner.run_once(parallel=True) == {"done": 2}
     assert store.counts_by_state()["converted"] == 2
+
+
+def test_stop_while_a_tick_hands_out_a_job_does_not_hang(store, home):
+    """APScheduler's shutdown holds the job-store lock while it waits for running jobs; a
+    tick inside add_job then waited for that lock for ever (seen: `serve` hung on exit)."""
+    add_observations(store, 1)
+    reg = StageRegistry()
+    reg.register_stage("convert", lambda ctx: None)
+    runner = Runner(store, home, reg, config=RunnerConfig(poll_s=0.05, heartbeat_s=0.5,
+                                                          stale_after_s=5))
+    claiming, stop_called = threading.Event(), threading.Event()
+    claim_ready = runner.claim_ready
+
+    def slow_claim_ready(slots):
+        claims = claim_ready(slots)
+        if claims:
+            claiming.set()
+            stop_called.wait(10)
+            time.sleep(0.5)  # let stop() reach the shutdown, as it did when it hung
+        return claims
+
+    runner.claim_ready = slow_claim_ready
+    runner.start()
+    assert claiming.wait(20), "no tick claimed the job"
+    stopper = threading.Thread(target=runner.stop, daemon=True)
+    stopper.start()
+    stop_called.set()
+    stopper.join(30)
+    assert not stopper.is_alive(), "Runner.stop hung behind a tick"
+    assert not runner.is_running

@@ -108,6 +108,11 @@ class Runner:
         self._running: dict[tuple[int, int], dict] = {}
         self._claims: dict[tuple[int, int], Claim] = {}
         self._scheduler: BackgroundScheduler | None = None
+        # A tick holds this while it claims and hands jobs to the pool; stop() takes it
+        # before APScheduler's shutdown, which holds the job-store lock that add_job needs
+        # while it waits for running jobs, the tick among them: a deadlock otherwise.
+        self._tick_lock = threading.Lock()
+        self._stopping = False
         self._heartbeat_stop: threading.Event | None = None
         self._heartbeat_thread: threading.Thread | None = None
         #: Ticks run since construction, paused ones included.
@@ -119,6 +124,7 @@ class Runner:
         """Recover stale claims, then start the background scheduler (idempotent)."""
         if self._scheduler is not None:
             return
+        self._stopping = False
         self.recover_stale()
         sched = BackgroundScheduler(
             executors={"default": ThreadPoolExecutor(2),
@@ -141,6 +147,8 @@ class Runner:
         """Stop the scheduler; with ``wait`` let running stage jobs finish."""
         if self._scheduler is None:
             return
+        with self._tick_lock:
+            self._stopping = True  # a tick from now on starts nothing
         self._scheduler.shutdown(wait=wait)
         self._scheduler = None
         self._stop_heartbeat()  # after the jobs: a job finishing meanwhile keeps its lease
@@ -164,15 +172,16 @@ class Runner:
     def tick(self) -> int:
         """Enqueue, claim what there is room for, hand it to the pool; return jobs started."""
         try:
-            if self.state.paused or self._scheduler is None:
-                return 0
-            self.recover_stale()
-            started = 0
-            for claim in self.claim_ready(self.config.workers - len(self._running)):
-                self._scheduler.add_job(self.run_claim, args=[claim], executor="stages",
-                                        id=f"job-{claim.job_id}-{claim.attempts}")
-                started += 1
-            return started
+            with self._tick_lock:
+                if self.state.paused or self._scheduler is None or self._stopping:
+                    return 0
+                self.recover_stale()
+                started = 0
+                for claim in self.claim_ready(self.config.workers - len(self._running)):
+                    self._scheduler.add_job(self.run_claim, args=[claim], executor="stages",
+                                            id=f"job-{claim.job_id}-{claim.attempts}")
+                    started += 1
+                return started
         finally:
             self.ticks += 1
             self.refresh_state()
