@@ -41,9 +41,14 @@ def test_a_page_shown_twice_keeps_both_copies_live(store):
 
     from views.overview import OverviewPage
 
+    from panel.io.state import set_curdoc
+
     add_observations(store, 2)
-    page = OverviewPage(store=store)
-    roots = [pn.panel(page).get_root(Document()) for _ in range(2)]
+    # A notebook's document has no server session, whatever an earlier test in this
+    # process left as Panel's current document (a served one builds after load instead).
+    with set_curdoc(Document()):
+        page = OverviewPage(store=store)
+        roots = [pn.panel(page).get_root(Document()) for _ in range(2)]
     assert roots[0] is not roots[1]
     add_observations(store, 3, prefix="late-")
     page.refresh()
