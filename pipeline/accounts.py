@@ -34,6 +34,9 @@ MIN_PASSWORD = 8
 _NAME = re.compile(r"^[A-Za-z0-9_.@-]{1,64}$")
 _SCRYPT = {"n": 2**14, "r": 8, "p": 1}
 _TOKEN_PREFIX = "ck"
+#: Checked against when the name is unknown, so a wrong name costs the time a wrong
+#: password does and the answer's timing does not tell which names exist.
+_DECOY_HASH = "scrypt$16384$8$1$HDEPj/v3Mgx8TLn/BuJ5VQ==$G/Wuqst0LT1JMjrWLzj+uRe51rPXgKgFN/l75t8W0r8="
 
 
 class AccountError(ContimgError):
@@ -160,7 +163,7 @@ class Accounts:
         """The user when ``password`` is theirs, else None (no hint which part was wrong)."""
         u = self._read()["users"].get(name)
         if u is None:
-            check_password(password, hash_password("x" * MIN_PASSWORD))  # same time either way
+            check_password(password, _DECOY_HASH)
             return None
         if not check_password(password, u["password"]):
             return None

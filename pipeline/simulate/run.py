@@ -437,10 +437,7 @@ def write_truth(incoming: Path, cfg: SimConfig, setup: RunSetup | None = None) -
         chunks = []
         for k in range(cfg.n_chunks):
             chunk = plan_chunk(cfg, setup, k)
-            for name in chunk.sky.sky.names:
-                used[name] = used.get(name, 0) + 1
-            if setup.rfi is not None:
-                setup.rfi["bursts"].extend(chunk.bursts)
+            _tally_chunk(chunk, setup, used)
             chunks.append(_chunk_truth(chunk, setup.offsets))
         truth = _truth_dict(cfg, setup.layout, setup.ant_idx, setup.sky, used, setup.gains,
                             setup.rfi, chunks)
@@ -463,10 +460,7 @@ def simulate(home_incoming: Path, cfg: SimConfig, *,
         setup = run_setup(cfg)
         for k in range(cfg.n_chunks):
             chunk = plan_chunk(cfg, setup, k)
-            for name in chunk.sky.sky.names:
-                used[name] = used.get(name, 0) + 1
-            if setup.rfi is not None:
-                setup.rfi["bursts"].extend(chunk.bursts)
+            _tally_chunk(chunk, setup, used)
             for sb in range(inst.N_SUBBANDS):
                 files.append(write_subband(cfg, setup, chunk, sb, incoming))
                 if progress is not None:
@@ -476,6 +470,14 @@ def simulate(home_incoming: Path, cfg: SimConfig, *,
                             setup.rfi, chunks)
     out = save_truth(truth_path(incoming, cfg.start), truth)
     return SimResult(files=files, truth=out, seconds=time.perf_counter() - t_start)
+
+
+def _tally_chunk(chunk, setup: RunSetup, used: dict[str, int]) -> None:
+    """Count the chunk's sources into ``used`` and add its RFI bursts to the run's truth."""
+    for name in chunk.sky.sky.names:
+        used[name] = used.get(name, 0) + 1
+    if setup.rfi is not None:
+        setup.rfi["bursts"].extend(chunk.bursts)
 
 
 def _truth_dict(cfg: SimConfig, layout: inst.Layout, ant_idx: np.ndarray, sky: Sky,

@@ -107,6 +107,7 @@ class Store(ImageQueries, SourceQueries, PhotometryQueries, CalibrationFileQueri
         # How many times each stage's waiting jobs were woken: a job that decided to wait
         # while a wake-up ran compares counts, so that wake-up is not lost.
         self._wakes: dict[str, int] = {}
+        self._wakes_lock = threading.Lock()
 
     # ---------------------------------------------------------------- opening
     @classmethod
@@ -717,13 +718,13 @@ class Store(ImageQueries, SourceQueries, PhotometryQueries, CalibrationFileQueri
     def wake_waiting(self, stage: str, now: datetime, *, reason: str = "no calibration") -> int:
         """Make jobs of ``stage`` waiting with ``reason`` ready now; returns how many."""
         woken = self._retrying(lambda: self._wake_waiting(stage, now, reason))
-        with self._cursors_lock:
+        with self._wakes_lock:
             self._wakes[stage] = self._wakes.get(stage, 0) + 1
         return woken
 
     def wakes(self, stage: str) -> int:
         """How many times this store has woken ``stage``'s waiting jobs (a wake-up count)."""
-        with self._cursors_lock:
+        with self._wakes_lock:
             return self._wakes.get(stage, 0)
 
     def _wake_waiting(self, stage: str, now: datetime, reason: str) -> int:

@@ -84,10 +84,9 @@ class SavedQueryQueries:
         if page is not None:
             where += " AND page = ?"
             params.append(page)
-        frame = self._df(  # type: ignore[attr-defined]
+        return self._df(  # type: ignore[attr-defined]
             f"SELECT {_COLUMNS} FROM saved_queries WHERE {where} "
             "ORDER BY owner = ? DESC, lower(name), id", [*params, reader or ""])
-        return frame
 
     def update_query(self, query_id: int, *, by: str, now: datetime, name: str | None = None,
                      description: str | None = None, visibility: str | None = None,
