@@ -22,6 +22,7 @@ from typing import Any
 import panel as pn
 import param
 
+from pipeline.actor import Actor
 from pipeline.jobs.runner_state import RunnerState
 from pipeline.store import Store
 from views.live import LiveLink
@@ -68,12 +69,16 @@ class StorePage(pn.viewable.Viewer):
 
     store = param.ClassSelector(class_=Store, doc="Query methods over the catalog.")
     state = param.ClassSelector(class_=RunnerState, doc="The job runner's live state.")
+    actor = param.ClassSelector(class_=Actor, doc=(
+        "Who this page is shown to; the server sets it from the sign-in, a notebook's "
+        "default is the person running it."))
 
     #: how often a session looks at the runner state, ms
     live_period_ms: int = 1000
 
     def __init__(self, **params):
         params.setdefault("state", RunnerState())  # a notebook may have no runner
+        params.setdefault("actor", Actor.notebook())
         super().__init__(**params)
         self._layout: pn.viewable.Viewable | None = None
         self._shell: pn.Column | None = None
