@@ -133,6 +133,42 @@ def wait_http(url: str, timeout: float = 60.0) -> None:
             time.sleep(0.2)
 
 
+#: Every served test home gets these users (add_test_users), all with TEST_PASSWORD.
+TEST_PASSWORD = "test-password-1"
+TEST_USERS = {"vera": "viewer", "val": "viewer", "otto": "operator", "ada": "admin"}
+
+
+def add_test_users(home: Home) -> None:
+    """Create TEST_USERS in the home's credentials file (those it lacks)."""
+    from pipeline.accounts import Accounts
+    accounts = Accounts.of_home(home.root)
+    known = {u.name for u in accounts.users()}
+    for name, role in TEST_USERS.items():
+        if name not in known:
+            accounts.add_user(name, role=role, password=TEST_PASSWORD, now=T0)
+
+
+def test_api_key(home: Home, role: str, name: str = "") -> str:
+    """A new API key's token for ``role`` in the home's credentials file."""
+    from pipeline.accounts import Accounts
+    _key, token = Accounts.of_home(home.root).create_api_key(name or f"test-{role}",
+                                                             role=role, now=T0)
+    return token
+
+
+test_api_key.__test__ = False  # a helper, not a test
+
+
+def sign_in(target, base_url: str, name: str, password: str = TEST_PASSWORD) -> None:
+    """Sign a Playwright page or browser context in as ``name`` through the login form."""
+    context = getattr(target, "context", target)
+    response = context.request.post(f"{base_url}/login", max_redirects=0,
+                                    form={"username": name, "password": password})
+    if response.status not in (302, 303) or "error=" in response.headers.get("location", ""):
+        raise AssertionError(f"sign-in as {name!r} refused: HTTP {response.status} "
+                             f"{response.headers.get('location', '')}")
+
+
 def contimg(*args: str, env: dict | None = None, **kw) -> subprocess.CompletedProcess:
     """Run the installed console script's module the way a user would."""
     return subprocess.run([sys.executable, "-m", "app.cli", *args], capture_output=True,
@@ -142,8 +178,10 @@ def contimg(*args: str, env: dict | None = None, **kw) -> subprocess.CompletedPr
 class ServedHome:
     """A `contimg serve` subprocess over a home; stopped with SIGINT like an operator would."""
 
-    def __init__(self, home: Home, *extra: str):
+    def __init__(self, home: Home, *extra: str, users: bool = True):
         self.home = home
+        if users:
+            add_test_users(home)
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.log = home.root.parent / f"serve-{self.port}.log"
@@ -157,6 +195,10 @@ class ServedHome:
             self.stop()
             raise RuntimeError(
                 f"contimg serve did not come up:\n{self.log.read_text()}") from None
+
+    def sign_in(self, target, name: str = "ada") -> None:
+        """Sign a Playwright page or context in as one of TEST_USERS (default the admin)."""
+        sign_in(target, self.url, name)
 
     def stop(self) -> int:
         if self.proc.poll() is None:
@@ -217,6 +259,7 @@ class InProcessServer:
 
         from app.server import AppContext, make_server
 
+        add_test_users(home)
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         started = threading.Event()
@@ -235,6 +278,10 @@ class InProcessServer:
         self._thread.start()
         if not started.wait(30):
             raise RuntimeError("the in-process server did not start within 30 s")
+
+    def sign_in(self, target, name: str = "ada") -> None:
+        """Sign a Playwright page or context in as one of TEST_USERS (default the admin)."""
+        sign_in(target, self.url, name)
 
     def stop(self) -> None:
         self.loop.add_callback(self.loop.stop)
