@@ -26,6 +26,7 @@ from pipeline.errors import SchemaTooNew, StoreCorrupt, StoreLocked, UnknownObse
 from pipeline.home import Home
 from pipeline.jobs.contract import Observation
 from pipeline.jobs.states import JOB_STATES, STATES, StageSpec, stage_spec
+from pipeline.store.annotations import AnnotationQueries
 from pipeline.store.audit import AuditQueries
 from pipeline.store.calibration_files import CalibrationFileQueries
 from pipeline.store.images import ImageQueries
@@ -89,7 +90,7 @@ _OBS_COLUMNS = ("id, start_utc, mid_mjd, dec_deg, n_subbands, partial, state, at
 
 
 class Store(ImageQueries, SourceQueries, PhotometryQueries, CalibrationFileQueries,
-            AuditQueries, SavedQueryQueries):
+            AuditQueries, SavedQueryQueries, AnnotationQueries):
     """Owns the home's DuckDB file; every query the pipeline and views need is a method."""
 
     #: Observation columns a stage may set through StageResult.updates.
