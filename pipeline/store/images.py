@@ -11,6 +11,7 @@ import pandas as pd
 
 from pipeline.instrument.sky import DEFAULT_CATALOG, Sky, load_catalog
 from pipeline.instrument.times import mjd_to_utc, utc_to_mjd
+from pipeline.store.annotations import annotation_join_sql, normalise_tag, tag_condition_sql
 from pipeline.store.image_files import (
     PRODUCT_COLUMNS,
     ImageFileMissing,
@@ -42,7 +43,8 @@ class ImageFilter:
     """The image browser's filters; None leaves a bound open.
 
     Times are MJD (``from_utc``/``to_utc`` are converted to it); rms in Jy/beam;
-    ``qa``: True passed, False failed (or not yet judged), None all.
+    ``qa``: True passed, False failed (or not yet judged), None all; ``tag``: images that
+    carry this tag (normalised as tags are), "" all.
     """
 
     from_mjd: float | None = None
@@ -54,6 +56,7 @@ class ImageFilter:
     rms_min: float | None = None
     rms_max: float | None = None
     qa: bool | None = None
+    tag: str = ""
 
     def where(self) -> tuple[str, list[object]]:
         """SQL condition and its bound parameters."""
@@ -74,6 +77,9 @@ class ImageFilter:
             conds.append("qa_passed")
         elif self.qa is False:
             conds.append("NOT coalesce(qa_passed, false)")
+        if self.tag.strip():
+            conds.append(tag_condition_sql("image", "images.id"))
+            params.append(normalise_tag(self.tag))
         return (" AND ".join(conds) or "true"), params
 
 
@@ -114,6 +120,21 @@ class ImageQueries:
             f"SELECT {', '.join(LIST_COLUMNS)}, thumbnail_path IS NOT NULL AS has_thumbnail "
             f"FROM images WHERE {where} ORDER BY {key} {direction} NULLS LAST, id {direction} "
             "LIMIT ? OFFSET ?", [*params, limit, offset])
+        frame.insert(2, "utc", mjd_to_utc(frame["mid_mjd"].astype(float)))
+        return frame
+
+    def export_images(self, filters: ImageFilter | None = None) -> pd.DataFrame:
+        """Every image ``filters`` matches, newest first, for export.
+
+        Columns: LIST_COLUMNS, ``utc``, ``path``, ``tags`` (comma-joined) and
+        ``qa_consensus`` (the users' ratings; None: unrated).
+        """
+        where, params = (filters or ImageFilter()).where()
+        ann_cols, ann_joins = annotation_join_sql("image", "images.id")
+        frame = self._df(  # type: ignore[attr-defined]
+            f"SELECT {', '.join('images.' + c for c in LIST_COLUMNS)}, images.path, {ann_cols} "
+            f"FROM images {ann_joins} WHERE {where} ORDER BY images.mid_mjd DESC, images.id DESC",
+            params)
         frame.insert(2, "utc", mjd_to_utc(frame["mid_mjd"].astype(float)))
         return frame
 

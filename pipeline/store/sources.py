@@ -16,6 +16,12 @@ from dataclasses import asdict, dataclass, fields
 import pandas as pd
 
 from pipeline.errors import ContimgError
+from pipeline.store.annotations import (
+    AnnotationError,
+    annotation_join_sql,
+    normalise_tag,
+    tag_condition_sql,
+)
 
 #: Columns a filtered source table may be sorted by (``sep_arcsec`` only with a cone).
 SORT_COLUMNS = ("id", "name", "ra_deg", "dec_deg", "catalog_flux_jy", "wmean_jy", "n_meas",
@@ -55,13 +61,14 @@ class FilterSpec:
     radius_arcsec: float | None = None
     variable_only: bool = False
     origin: str | None = None
+    tag: str = ""
     sort_by: str = "eta"
     descending: bool = True
 
     def __post_init__(self):
         for f in fields(self):
             value = getattr(self, f.name)
-            if f.name in ("name", "sort_by"):
+            if f.name in ("name", "sort_by", "tag"):
                 ok = isinstance(value, str)
             elif f.name in ("variable_only", "descending"):
                 ok = isinstance(value, bool)
@@ -166,6 +173,9 @@ def _where(spec: FilterSpec) -> tuple[str, list]:
     if spec.origin is not None:
         clauses.append("s.origin = ?")
         params.append(spec.origin)
+    if spec.tag.strip():
+        clauses.append(tag_condition_sql("source", "s.id"))
+        params.append(_tag_param(spec.tag))
     if spec.has_cone:
         # A declination band first (cheap, uses zone maps), then the exact separation.
         r_deg = spec.radius_arcsec / 3600.0
@@ -174,6 +184,13 @@ def _where(spec: FilterSpec) -> tuple[str, list]:
         clauses.append(f"{_SEP_SQL} <= ?")
         params += [*_sep_params(spec), spec.radius_arcsec]
     return " AND ".join(clauses), params
+
+
+def _tag_param(tag: str) -> str:
+    try:
+        return normalise_tag(tag)
+    except AnnotationError as exc:
+        raise InvalidFilter(str(exc)) from None
 
 
 # Haversine great-circle distance in arcsec: well-conditioned at small separations.
@@ -194,13 +211,18 @@ def _sep_params(spec: FilterSpec) -> list[float]:
 class SourceQueries:
     """Mixed into Store: the read side of sources, variability and photometry."""
 
-    def _source_select(self, spec: FilterSpec) -> tuple[str, list]:
+    def _source_select(self, spec: FilterSpec, *, annotations: bool = False
+                       ) -> tuple[str, list]:
         where, params = _where(spec)
         sep, sep_params = ("NULL::DOUBLE", []) if not spec.has_cone else (
             _SEP_SQL, _sep_params(spec))
         direction = "DESC" if spec.descending else "ASC"
-        sql = (f"SELECT {_SOURCE_SELECT}, {sep} AS sep_arcsec "
-               f"FROM sources s LEFT JOIN variability v ON v.source_id = s.id WHERE {where} "
+        # Exports add each source's tags and consensus QA rating (migration 0010).
+        ann_cols, ann_joins = (annotation_join_sql("source", "s.id") if annotations
+                               else ("", ""))
+        sql = (f"SELECT {_SOURCE_SELECT}, {sep} AS sep_arcsec{', ' if ann_cols else ''}"
+               f"{ann_cols} FROM sources s LEFT JOIN variability v ON v.source_id = s.id "
+               f"{ann_joins} WHERE {where} "
                # id breaks ties so that pages never repeat or skip a row.
                f"ORDER BY {spec.sort_by} {direction} NULLS LAST, id")
         return sql, sep_params + params
@@ -227,8 +249,9 @@ class SourceQueries:
         """The whole filtered table, in order, as DataFrames of at most ~``chunk_rows`` rows.
 
         Runs on its own cursor so that other queries on this thread do not cut the stream.
+        Columns: a page's, then ``tags`` (comma-joined) and ``qa_consensus`` (None: unrated).
         """
-        sql, params = self._source_select(spec)
+        sql, params = self._source_select(spec, annotations=True)
         vectors = max(1, math.ceil(chunk_rows / _ROWS_PER_VECTOR))
         cur = self._conn.cursor()
         try:
