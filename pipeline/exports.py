@@ -42,6 +42,9 @@ COLUMN_META: dict[str, tuple[str | None, str | None, str]] = {
     "snr": (None, "stat.snr", "signal-to-noise ratio"),
     "forced": (None, "meta.code", "forced fit at the catalog position (else detected)"),
     "image_id": (None, "meta.id", "contimg image id"),
+    "tags": (None, "meta.note", "users' tags, comma-separated"),
+    "qa_consensus": (None, "meta.code.qual",
+                     "users' QA consensus: good, uncertain or bad (a tie is uncertain)"),
 }
 
 

@@ -159,3 +159,20 @@ def test_annotations_survive_reopening(home, targets, store):
 
 def test_normalise_tag():
     assert normalise_tag("\tQuasar\n candidate ") == "quasar-candidate"
+
+
+def test_votable_and_csv_exports_carry_the_columns(store, targets, tmp_path):
+    from astropy.io.votable import parse_single_table
+
+    from pipeline.exports import csv_bytes, write_votable
+    s1 = targets["source"][0]
+    store.add_tag("source", s1, "grb-host", by="vera")
+    store.rate("source", s1, "good", by="vera")
+    spec = FilterSpec(sort_by="name", descending=False)
+    write_votable(store.iter_sources(spec), tmp_path / "s.vot")
+    table = parse_single_table(str(tmp_path / "s.vot")).to_table()
+    row = table[list(table["id"]).index(s1)]
+    assert row["tags"] == "grb-host" and row["qa_consensus"] == "good"
+    header, first = csv_bytes(store.iter_sources(spec)).decode().splitlines()[:2]
+    assert header.split(",")[-2:] == ["tags", "qa_consensus"]
+    assert first.endswith("grb-host,good")
