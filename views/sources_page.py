@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import html
 import io
 import math
@@ -24,6 +25,7 @@ from pipeline.instrument.times import mjd_to_unix_ms
 from pipeline.photometry.thresholds import VariabilityThresholds
 from pipeline.store.sources import FilterSpec, InvalidFilter
 from views.base import StorePage, on_event, on_session_loop
+from views.saved_queries_panel import SavedQueriesPanel
 
 MAX_SCATTER_POINTS = 20_000  # a browser draws this many markers without stalling
 KIND_STYLE = {"detected": ("circle", "#0072b5", 1.0), "forced": ("square", "#e66100", 0.0)}
@@ -217,6 +219,7 @@ class SourcesPage(StorePage):
         self._refresh_table()
         self._refresh_scatter()
         self._show_source()
+        filters = self._with_queries(filters)  # after the table: a URL's filter runs
         return pn.Column(
             pn.pane.Markdown("## Sources & lightcurves"),
             pn.Row(filters, pn.Column(self._table, pn.Row(self._prev, self._page_info,
@@ -261,6 +264,36 @@ class SourcesPage(StorePage):
             pn.Row(*self._eta), pn.Row(*self._v), pn.Row(*self._flux), pn.Row(*self._nmeas),
             self._name, pn.Row(self._position), self._radius, self._variable,
             pn.Row(self._sort, self._descending), self._filter_error, width=250)
+
+    def _with_queries(self, filters: pn.Column) -> pn.Column:
+        """The filters with the saved-queries panel under them; opens the URL's filter."""
+        self._queries = SavedQueriesPanel(store=self.store, actor=self.actor, page="sources",
+                                          current_spec=self._query_spec,
+                                          apply_spec=self._apply_query_spec)
+        self._queries.open_from_url()
+        self._queries.follow(self, ["filter"])
+        return pn.Column(filters, self._queries)
+
+    def _query_spec(self) -> dict:
+        """The filter as a saved query keeps it: only what differs from the default."""
+        default = dataclasses.asdict(FilterSpec())
+        return {k: v for k, v in dataclasses.asdict(self.filter).items() if v != default[k]}
+
+    def _apply_query_spec(self, spec: dict) -> None:
+        """Show a saved filter in the widgets, then run it (the widgets are the filter)."""
+        f = FilterSpec(**spec)
+        values = [(self._eta[0], f.eta_min), (self._eta[1], f.eta_max), (self._v[0], f.v_min),
+                  (self._v[1], f.v_max), (self._flux[0], _mjy(f.flux_min_jy)),
+                  (self._flux[1], _mjy(f.flux_max_jy)), (self._nmeas[0], f.n_meas_min),
+                  (self._nmeas[1], f.n_meas_max), (self._name, f.name),
+                  (self._position, "" if f.ra_deg is None else f"{f.ra_deg} {f.dec_deg}"),
+                  (self._variable, f.variable_only), (self._descending, f.descending),
+                  (self._sort, {v: k for k, v in SORT_LABELS.items()}.get(f.sort_by, "η"))]
+        if f.radius_arcsec is not None:
+            values.append((self._radius, f.radius_arcsec))
+        for widget, value in values:
+            widget.value = value
+        self._apply_filter_inputs()
 
     def _build_scatter(self):
         self._points = ColumnDataSource({"id": [], "name": [], "eta": [], "v": [],
