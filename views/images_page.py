@@ -16,10 +16,11 @@ import panel as pn
 import param
 from panel.reactive import ReactiveHTML
 
-from pipeline.instrument.times import mjd_to_utc
+from pipeline.instrument.times import mjd_to_utc, utc_to_mjd
 from pipeline.store.images import ImageFilter
 from views.base import StorePage, on_event
 from views.image_viewer import ImageViewer
+from views.saved_queries_panel import SavedQueriesPanel
 
 QA_CHOICES = ("all", "passed", "failed")
 _QA_FILTER = {"all": None, "passed": True, "failed": False}
@@ -145,13 +146,48 @@ class ImageBrowser(StorePage):
                          ["time_range", "dec_range", "rms_range", "qa"])
         self.param.watch(on_event(self._open), "image_id")
         self._refresh_store()
+        filters = self._with_queries(self._filter_widgets())
         return pn.Column(
             pn.pane.Markdown("## Images"),
-            pn.Row(self._filter_widgets(), pn.Column(self._count, self._table,
+            pn.Row(filters, pn.Column(self._count, self._table,
                                                      sizing_mode="stretch_width"),
                    sizing_mode="stretch_width"),
             pn.pane.Markdown("### Thumbnails (first 24 matching)"), self._gallery,
             self._viewer_title, self.viewer, sizing_mode="stretch_width")
+
+    def _with_queries(self, filters: pn.Column) -> pn.Column:
+        """The filters with the saved-queries panel under them; opens the URL's filter."""
+        self._queries = SavedQueriesPanel(store=self.store, actor=self.actor, page="images",
+                                          current_spec=self._query_spec,
+                                          apply_spec=self._apply_query_spec)
+        self._queries.open_from_url()
+        self._queries.follow(self, ["time_range", "dec_range", "rms_range", "qa"])
+        return pn.Column(filters, self._queries)
+
+    def _query_spec(self) -> dict:
+        """The filter as a saved query keeps it (ImageFilter's fields; times as MJD)."""
+        f = self.filters()
+        spec = {"from_mjd": None if f.from_utc is None else utc_to_mjd(f.from_utc),
+                "to_mjd": None if f.to_utc is None else utc_to_mjd(f.to_utc),
+                "dec_min": f.dec_min, "dec_max": f.dec_max, "rms_min": f.rms_min,
+                "rms_max": f.rms_max, "qa": f.qa}
+        return {k: v for k, v in spec.items() if v is not None}
+
+    def _apply_query_spec(self, spec: dict) -> None:
+        """Filter by a saved spec (the range widgets keep showing the data's span)."""
+        f = ImageFilter(**spec)
+        t0, t1 = (None if m is None else mjd_to_utc(float(m)).to_pydatetime()
+                  for m in (f.from_mjd, f.to_mjd))
+        t0 = t0 if f.from_utc is None else pd.Timestamp(f.from_utc).to_pydatetime()
+        t1 = t1 if f.to_utc is None else pd.Timestamp(f.to_utc).to_pydatetime()
+        rms = [None if r is None else float(r) * 1e3 for r in (f.rms_min, f.rms_max)]
+
+        def rng(lo, hi, name):
+            return None if lo is None and hi is None else _open_range(lo, hi, name)
+        self.param.update(time_range=rng(t0, t1, "time_range"),
+                          dec_range=rng(f.dec_min, f.dec_max, "dec_range"),
+                          rms_range=rng(*rms, "rms_range"),
+                          qa={None: "all", True: "passed", False: "failed"}.get(f.qa, "all"))
 
     def _filter_widgets(self) -> pn.Column:
         ranges = self.store.image_ranges()
