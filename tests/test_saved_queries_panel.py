@@ -129,3 +129,42 @@ def test_a_query_of_another_page_is_not_found_here(store):
                            visibility="public")
     panel, page = make(store, ANA)
     assert not panel.run(qid) and "not found" in panel.message() and page.applied == []
+
+
+def test_sources_page_saves_and_runs_its_filter(store):
+    from views.sources_page import SourcesPage
+
+    page = SourcesPage(store=store, actor=ANA)
+    page.__panel__()
+    page._eta[0].value, page._variable.value, page._name.value = 2.0, True, "J1"
+    wanted = page.filter
+    assert wanted.eta_min == 2.0 and wanted.variable_only
+    qid = save(page._queries, "mine")
+    page._eta[0].value, page._variable.value, page._name.value = None, False, ""
+    assert page.filter != wanted
+    assert page._queries.run(qid) and page.filter == wanted
+    assert page._variable.value and page._eta[0].value == 2.0
+    again = SourcesPage(store=store, actor=BOB)
+    again.__panel__()
+    link = parse_qs(page._queries.url_query()[1:])  # what the browser's URL carries
+    again._queries.open_from_url({k: v[0] for k, v in link.items()})
+    assert again.filter == wanted
+
+
+def test_images_page_saves_and_runs_its_filter(store):
+    from views.images_page import ImageBrowser
+
+    page = ImageBrowser(store=store, actor=ANA)
+    page.__panel__()
+    page.param.update(dec_range=(30.0, 40.0), rms_range=(0.0, 2.0), qa="passed",
+                      time_range=(datetime(2026, 1, 1), datetime(2026, 2, 1)))
+    wanted = page.filters()
+    qid = save(page._queries, "deep")
+    assert store.saved_query(qid, reader="ana").spec["qa"] is True
+    page.param.update(dec_range=None, rms_range=None, qa="all", time_range=None)
+    assert page._queries.run(qid)
+    got = page.filters()
+    assert (got.dec_min, got.dec_max, got.qa) == (30.0, 40.0, True)
+    assert got.rms_max == pytest.approx(wanted.rms_max)
+    assert abs((got.from_utc - wanted.from_utc).total_seconds()) < 1
+    assert abs((got.to_utc - wanted.to_utc).total_seconds()) < 1
