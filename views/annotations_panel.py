@@ -88,6 +88,8 @@ class AnnotationsPanel(pn.viewable.Viewer):
     actor = param.ClassSelector(class_=Actor, doc="Who reads (and perhaps writes).")
     kind = param.Selector(objects=list(TARGET_KINDS), default="image", doc="Target kind.")
     target_id = param.Integer(default=None, allow_None=True, doc="The image or source id.")
+    changed = param.Integer(default=0, doc="Counts this panel's writes (a page watches it to "
+                            "refresh its tag filter).")
 
     def __init__(self, **params):
         params.setdefault("actor", Actor.notebook())
@@ -200,6 +202,7 @@ class AnnotationsPanel(pn.viewable.Viewer):
             return
         self._message.object = ""
         self.refresh()
+        self.changed += 1
 
     def _on_rate(self, _event=None) -> None:
         self._act(lambda: self.store.rate(self.kind, self.target_id, self._rating.value or "",

@@ -18,6 +18,7 @@ from panel.reactive import ReactiveHTML
 
 from pipeline.instrument.times import mjd_to_utc, utc_to_mjd
 from pipeline.store.images import ImageFilter
+from views.annotations_panel import AnnotationsPanel
 from views.base import StorePage, on_event
 from views.image_viewer import ImageViewer
 from views.saved_queries_panel import SavedQueriesPanel
@@ -112,6 +113,7 @@ class ImageBrowser(StorePage):
     dec_range = param.Range(default=None, doc="Declination range, degrees (None: all).")
     rms_range = param.Range(default=None, doc="rms range, mJy/beam (None: all).")
     qa = param.Selector(objects=list(QA_CHOICES), default="all", doc="QA verdict shown.")
+    tag = param.String(default="", doc="Only images users gave this tag ('' all).")
     image_id = param.Integer(default=None, allow_None=True, doc="The image open in the viewer.")
     limit = param.Integer(default=2000, bounds=(1, None), doc="Rows fetched at most.")
     api_root = param.String(default="api", doc="URL of the server's /api (relative to page).")
@@ -120,6 +122,7 @@ class ImageBrowser(StorePage):
     def __init__(self, **params):
         super().__init__(**params)
         self.viewer = ImageViewer(store=self.store, api_root=self.api_root)
+        self.annotations = AnnotationsPanel(store=self.store, actor=self.actor, kind="image")
 
     def filters(self) -> ImageFilter:
         """The widgets' values as a store filter."""
@@ -128,7 +131,8 @@ class ImageBrowser(StorePage):
         r0, r1 = self.rms_range or (None, None)
         return ImageFilter(from_utc=t0, to_utc=t1, dec_min=d0, dec_max=d1,
                            rms_min=None if r0 is None else r0 / 1e3,
-                           rms_max=None if r1 is None else r1 / 1e3, qa=_QA_FILTER[self.qa])
+                           rms_max=None if r1 is None else r1 / 1e3, qa=_QA_FILTER[self.qa],
+                           tag=self.tag)
 
     def _build(self) -> pn.viewable.Viewable:
         self._rows = pd.DataFrame()
@@ -143,7 +147,8 @@ class ImageBrowser(StorePage):
         self._gallery.param.watch(on_event(self._on_thumbnail), "clicked")
         self._viewer_title = pn.pane.Markdown("### Viewer", css_classes=["viewer-title"])
         self.param.watch(on_event(self._refresh_store),
-                         ["time_range", "dec_range", "rms_range", "qa"])
+                         ["time_range", "dec_range", "rms_range", "qa", "tag"])
+        self.annotations.param.watch(on_event(self._refresh_store), "changed")
         self.param.watch(on_event(self._open), "image_id")
         self._refresh_store()
         filters = self._with_queries(self._filter_widgets())
@@ -153,7 +158,7 @@ class ImageBrowser(StorePage):
                                                      sizing_mode="stretch_width"),
                    sizing_mode="stretch_width"),
             pn.pane.Markdown("### Thumbnails (first 24 matching)"), self._gallery,
-            self._viewer_title, self.viewer, sizing_mode="stretch_width")
+            self._viewer_title, self.viewer, self.annotations, sizing_mode="stretch_width")
 
     def _with_queries(self, filters: pn.Column) -> pn.Column:
         """The filters with the saved-queries panel under them; opens the URL's filter."""
@@ -161,7 +166,7 @@ class ImageBrowser(StorePage):
                                           current_spec=self._query_spec,
                                           apply_spec=self._apply_query_spec)
         self._queries.open_from_url()
-        self._queries.follow(self, ["time_range", "dec_range", "rms_range", "qa"])
+        self._queries.follow(self, ["time_range", "dec_range", "rms_range", "qa", "tag"])
         return pn.Column(filters, self._queries)
 
     def _query_spec(self) -> dict:
@@ -170,7 +175,7 @@ class ImageBrowser(StorePage):
         spec = {"from_mjd": None if f.from_utc is None else utc_to_mjd(f.from_utc),
                 "to_mjd": None if f.to_utc is None else utc_to_mjd(f.to_utc),
                 "dec_min": f.dec_min, "dec_max": f.dec_max, "rms_min": f.rms_min,
-                "rms_max": f.rms_max, "qa": f.qa}
+                "rms_max": f.rms_max, "qa": f.qa, "tag": f.tag or None}
         return {k: v for k, v in spec.items() if v is not None}
 
     def _apply_query_spec(self, spec: dict) -> None:
@@ -187,7 +192,8 @@ class ImageBrowser(StorePage):
         self.param.update(time_range=rng(t0, t1, "time_range"),
                           dec_range=rng(f.dec_min, f.dec_max, "dec_range"),
                           rms_range=rng(*rms, "rms_range"),
-                          qa={None: "all", True: "passed", False: "failed"}.get(f.qa, "all"))
+                          qa={None: "all", True: "passed", False: "failed"}.get(f.qa, "all"),
+                          tag=f.tag)
 
     def _filter_widgets(self) -> pn.Column:
         ranges = self.store.image_ranges()
@@ -219,8 +225,11 @@ class ImageBrowser(StorePage):
         rms_w.param.watch(lambda e: self._set_range("rms_range", e.new, rms_w), "value")
         self._initial = {"time_range": time_w.value, "dec_range": dec_w.value,
                          "rms_range": rms_w.value}
-        return pn.Column(time_w, dec_w, rms_w, pn.pane.Markdown("QA"), qa_w, width=280,
-                         css_classes=["image-filters"])
+        self._tag_w = pn.widgets.Select.from_param(self.param.tag, name="Tag",
+                                                   options=["", *self.store.tag_counts("image")["tag"]],
+                                                   css_classes=["filter-tag"])
+        return pn.Column(time_w, dec_w, rms_w, pn.pane.Markdown("QA"), qa_w, self._tag_w,
+                         width=280, css_classes=["image-filters"])
 
     def _set_range(self, name: str, value: tuple, _widget: pn.widgets.Widget) -> None:
         first = self._initial[name]
@@ -241,6 +250,9 @@ class ImageBrowser(StorePage):
         # the runner ticks often while it works: resend only what changed
         if not frame.equals(self._table.value):
             self._table.value = frame
+        tags = ["", *self.store.tag_counts("image")["tag"]]
+        if getattr(self, "_tag_w", None) is not None and tags != self._tag_w.options:
+            self._tag_w.options = tags if self.tag in tags else [*tags, self.tag]
         items = gallery_items(self._rows, self.api_root)
         if items != self._gallery.items:
             self._gallery.items = items
@@ -259,6 +271,7 @@ class ImageBrowser(StorePage):
         self._viewer_title.object = ("### Viewer" if event.new is None
                                      else f"### Viewer — image {html.escape(str(event.new))}")
         self.viewer.image_id = event.new
+        self.annotations.target_id = event.new
 
 
 def _open_range(lo: object, hi: object, name: str) -> tuple:
