@@ -57,3 +57,12 @@ def test_fork_and_delete_from_the_page(three):
     visitor.__panel__()
     visitor._pick.value = ids["public"]
     assert visitor._fork.disabled and visitor._delete.disabled
+
+
+def test_names_are_shown_as_text(store):
+    from views.queries_page import queries_html
+
+    store.save_query(owner="ana", page="sources", name="<script>x</script>", spec={}, now=T,
+                     description="a 'quote'")
+    shown = queries_html(store.saved_queries(reader="ana"), "ana")
+    assert "<script>" not in shown and "&lt;script&gt;" in shown and "a &#x27;quote" in shown
