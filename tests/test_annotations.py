@@ -176,3 +176,9 @@ def test_votable_and_csv_exports_carry_the_columns(store, targets, tmp_path):
     header, first = csv_bytes(store.iter_sources(spec)).decode().splitlines()[:2]
     assert header.split(",")[-2:] == ["tags", "qa_consensus"]
     assert first.endswith("grb-host,good")
+
+
+def test_a_tag_filter_that_cannot_match_is_refused_up_front():
+    from pipeline.store.sources import InvalidFilter
+    with pytest.raises(InvalidFilter, match="commas"):
+        FilterSpec(tag="a,b")

@@ -24,6 +24,7 @@ from pipeline.exports import csv_bytes, votable_bytes
 from pipeline.instrument.times import mjd_to_unix_ms
 from pipeline.photometry.thresholds import VariabilityThresholds
 from pipeline.store.sources import FilterSpec, InvalidFilter
+from views.annotations_panel import AnnotationsPanel
 from views.base import StorePage, on_event, on_session_loop
 from views.saved_queries_panel import SavedQueriesPanel
 
@@ -215,6 +216,11 @@ class SourcesPage(StorePage):
                                             "around the source.</i>",
                                             css_classes=["cutout-caption"], width=260)
         downloads = self._build_downloads()
+        self.annotations = AnnotationsPanel(store=self.store, actor=self.actor, kind="source",
+                                            target_id=self.source_id)
+        # a tag removed from a source the tag filter lists drops it from the table
+        self.annotations.param.watch(
+            on_event(lambda *_: self.filter.tag and self._refresh_table()), "changed")
         self._revision = self.store.sources_revision()
         self._refresh_table()
         self._refresh_scatter()
@@ -231,7 +237,7 @@ class SourcesPage(StorePage):
                    sizing_mode="stretch_width"),
             pn.Row(self._detail, pn.Column(self._cutout, self._cutout_caption),
                    downloads[1], sizing_mode="stretch_width"),
-            sizing_mode="stretch_width")
+            self.annotations, sizing_mode="stretch_width")
 
     def _build_filters(self) -> pn.Column:
         def rng(label, css, cls=pn.widgets.FloatInput, **kw):
@@ -251,18 +257,20 @@ class SourcesPage(StorePage):
         self._radius = pn.widgets.FloatInput(label="radius (″)", value=60.0, start=0.1,
                                              width=110, css_classes=["radius"])
         self._variable = pn.widgets.Checkbox(label="variable only", css_classes=["variable-only"])
+        self._tag = pn.widgets.TextInput(label="tag", width=230, css_classes=["tag-filter"],
+                                         placeholder="users' tag, e.g. extended")
         self._sort = pn.widgets.Select(label="sort by", options=list(SORT_LABELS), value="η",
                                        width=130, css_classes=["sort-by"])
         self._descending = pn.widgets.Checkbox(label="descending", value=True)
         self._filter_error = pn.pane.HTML("", css_classes=["filter-error"],
                                           styles={"color": "#dc3545"}, width=230)
         widgets = [*self._eta, *self._v, *self._flux, *self._nmeas, self._name, self._position,
-                   self._radius, self._variable, self._sort, self._descending]
+                   self._radius, self._variable, self._tag, self._sort, self._descending]
         for w in widgets:
             w.param.watch(self._on_filter_input, "value")
         return pn.Column(
             pn.Row(*self._eta), pn.Row(*self._v), pn.Row(*self._flux), pn.Row(*self._nmeas),
-            self._name, pn.Row(self._position), self._radius, self._variable,
+            self._name, pn.Row(self._position), self._radius, self._variable, self._tag,
             pn.Row(self._sort, self._descending), self._filter_error, width=250)
 
     def _with_queries(self, filters: pn.Column) -> pn.Column:
@@ -288,6 +296,7 @@ class SourcesPage(StorePage):
                   (self._nmeas[1], f.n_meas_max), (self._name, f.name),
                   (self._position, "" if f.ra_deg is None else f"{f.ra_deg} {f.dec_deg}"),
                   (self._variable, f.variable_only), (self._descending, f.descending),
+                  (self._tag, f.tag),
                   (self._sort, {v: k for k, v in SORT_LABELS.items()}.get(f.sort_by, "η"))]
         if f.radius_arcsec is not None:
             values.append((self._radius, f.radius_arcsec))
@@ -402,6 +411,7 @@ class SourcesPage(StorePage):
         self._lightcurve.title.text = ("lightcurve" if src is None else
                                        f"lightcurve of {src['name']} (dotted: catalog flux)")
         self._detail.object = source_html(src, len(lc))
+        self.annotations.target_id = None if src is None else self.source_id
         stem = "lightcurve" if src is None else f"lightcurve-{_safe(str(src['name']))}"
         self._lc_vot.filename, self._lc_csv.filename = f"{stem}.vot", f"{stem}.csv"
         self._lc_vot.disabled = self._lc_csv.disabled = src is None
@@ -468,6 +478,7 @@ class SourcesPage(StorePage):
                 flux_min_jy=_jy(self._flux[0].value), flux_max_jy=_jy(self._flux[1].value),
                 n_meas_min=self._nmeas[0].value, n_meas_max=self._nmeas[1].value,
                 name=self._name.value.strip(), variable_only=self._variable.value,
+                tag=self._tag.value.strip(),
                 sort_by=sort_by if cone or sort_by != "sep_arcsec" else "eta",
                 descending=self._descending.value, **cone)
         except (InvalidFilter, TypeError) as exc:

@@ -101,6 +101,8 @@ class FilterSpec:
         if self.sort_by not in SORT_COLUMNS:
             raise InvalidFilter(f"cannot sort by {self.sort_by!r}; choose one of "
                                 f"{', '.join(SORT_COLUMNS)}")
+        if self.tag.strip():
+            _tag_param(self.tag)  # a tag no target can carry (a comma) is refused here
         if self.sort_by == "sep_arcsec" and not self.has_cone:
             raise InvalidFilter("sorting by sep_arcsec needs a position search")
 
