@@ -101,3 +101,13 @@ def test_panel_follows_the_target_and_sources(store):
     panel.target_id = sid
     assert "agn" in panel._tags.object and "Pipeline QA" not in panel._qa.object
     assert panel._writers.visible
+
+
+def test_pages_hand_their_actor_to_the_panel(store, image_id):
+    from views.images_page import ImageBrowser
+    page = ImageBrowser(store=store)
+    page.actor = Actor.visitor()  # as the server does, after making the page
+    page.__panel__()
+    page.image_id = image_id
+    assert page.annotations.target_id == image_id
+    assert page.annotations._readonly.visible and not page.annotations._writers.visible

@@ -130,7 +130,6 @@ class AnnotationsPanel(pn.viewable.Viewer):
         remove_tag.on_click(on_event(self._on_remove_tag))
         post.on_click(on_event(self._on_post))
         self._mode.param.watch(on_event(self._on_mode), "value")
-        writable = self._writer is not None
         self._writers = pn.Column(
             pn.Row(self._rating, self._rating_note, rate),
             pn.Row(self._tag_input, add_tag, self._tag_remove, remove_tag),
@@ -139,8 +138,7 @@ class AnnotationsPanel(pn.viewable.Viewer):
         self._readonly = pn.pane.Markdown(
             "Sign in to comment, tag or rate.", visible=False,
             css_classes=["annotations-readonly"])
-        self._writable = writable
-        self.param.watch(on_event(lambda *_: self.refresh()), ["target_id", "kind"])
+        self.param.watch(on_event(lambda *_: self.refresh()), ["target_id", "kind", "actor"])
         self._layout = pn.Column(
             self._title, self._qa, self._tags, self._thread, self._writers, self._readonly,
             self._message, sizing_mode="stretch_width", css_classes=["annotations-panel"])
@@ -164,9 +162,9 @@ class AnnotationsPanel(pn.viewable.Viewer):
         self._tags.object = "Tags: " + tags_html(tags)
         comments = self.store.comments(kind, tid)
         self._thread.object = thread_html(comments)
-        self._writers.visible = self._writable
-        self._readonly.visible = not self._writable
-        if not self._writable:
+        writable = self._writer is not None
+        self._writers.visible, self._readonly.visible = writable, not writable
+        if not writable:
             return
         self._tag_remove.options = tags
         mine = self.store.rating_of(kind, tid, by=self._writer)

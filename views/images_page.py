@@ -122,7 +122,6 @@ class ImageBrowser(StorePage):
     def __init__(self, **params):
         super().__init__(**params)
         self.viewer = ImageViewer(store=self.store, api_root=self.api_root)
-        self.annotations = AnnotationsPanel(store=self.store, actor=self.actor, kind="image")
 
     def filters(self) -> ImageFilter:
         """The widgets' values as a store filter."""
@@ -135,6 +134,9 @@ class ImageBrowser(StorePage):
                            tag=self.tag)
 
     def _build(self) -> pn.viewable.Viewable:
+        # Built here, not in __init__: the server sets the page's actor after making it.
+        self.annotations = AnnotationsPanel(store=self.store, actor=self.actor, kind="image",
+                                            target_id=self.image_id)
         self._rows = pd.DataFrame()
         self._count = pn.pane.Markdown(css_classes=["image-count"])
         self._table = pn.widgets.Tabulator(
