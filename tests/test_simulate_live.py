@@ -66,29 +66,38 @@ def test_plan_round_trips(tmp_path):
 def test_interrupted_run_resumes_to_whole_groups_that_ingest_registers(tmp_path):
     home = Home.resolve(tmp_path / "home")
     home.ensure()
-    save_plan(home.root, CFG)
+    # Tiny files take a millisecond each: unpaced, the whole run was written between this
+    # test seeing the first files and its interrupt (a loaded fresh clone's run). Paced as
+    # a correlator, 0.15 s a file, the interrupt lands mid-run unless this thread stalls
+    # for seconds; the workers are frozen the moment the first files are seen.
+    cfg = CFG
+    total = cfg.n_chunks * 16
+    save_plan(home.root, cfg)
     watcher = Watcher(home.incoming)
     watcher.start()
-    sim = resume_plan(home.root, home.incoming, workers=2)
+    sim = resume_plan(home.root, home.incoming, workers=2, file_interval_s=0.15)
     pids = sim.pids()
     assert len(pids) == 2
     deadline = time.monotonic() + 60
     while len(list(home.incoming.glob("*.hdf5"))) < 3 and time.monotonic() < deadline:
         time.sleep(0.1)
+    for pid in pids:
+        os.kill(pid, signal.SIGSTOP)  # frozen first, so "mid-run" holds however slow we are
     # Ctrl-C in a terminal reaches every process of the group: the workers stop at once,
     # by themselves, mid-run, with no half file under a final name nor a temporary left
     for pid in pids:
         os.kill(pid, signal.SIGINT)
+        os.kill(pid, signal.SIGCONT)
     assert sim.wait(30) is False
     assert sim.error is None
     sim.stop()
     assert not any(alive(p) for p in pids)
     first = {p.name for p in home.incoming.glob("*.hdf5")}
-    assert 3 <= len(first) < 32
+    assert 3 <= len(first) < total
     assert not list(home.incoming.glob(".*.tmp"))
     assert not load_plan(home.root)[1]
-    left = missing_files(home.incoming, CFG)
-    assert len(left) == 32 - len(first)
+    left = missing_files(home.incoming, cfg)
+    assert len(left) == total - len(first)
 
     sim = resume_plan(home.root, home.incoming, workers=2)
     assert sim.wait(90), sim.error
@@ -96,7 +105,7 @@ def test_interrupted_run_resumes_to_whole_groups_that_ingest_registers(tmp_path)
     watcher.join()
     assert watcher.broken == []
     names = sorted(p.name for p in home.incoming.glob("*.hdf5"))
-    assert len(names) == 32 and first <= set(names)   # nothing written twice or lost
+    assert len(names) == total and first <= set(names)   # nothing written twice or lost
     assert not list(home.incoming.glob(".*.tmp"))
     assert load_plan(home.root)[1]
     assert len(list((home.incoming / "truth").glob("*.json"))) == 1
@@ -107,9 +116,9 @@ def test_interrupted_run_resumes_to_whole_groups_that_ingest_registers(tmp_path)
         registered = sum(ingester.scan(TaskContext(store=store, home=home,
                                                    now=datetime.now(UTC).replace(tzinfo=None)))
                          for _ in range(2))
-        assert registered == 2
+        assert registered == cfg.n_chunks
         counts = store.counts_by_state()
-    assert counts["pending"] == 2
+    assert counts["pending"] == cfg.n_chunks
 
 
 def test_a_plan_carries_no_extra_sources(tmp_path):

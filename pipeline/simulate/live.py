@@ -19,6 +19,7 @@ import os
 import signal
 import sys
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import fields
 from datetime import datetime
@@ -125,7 +126,7 @@ def _die_with_parent(parent_pid: int) -> None:
 
 
 def _worker(cfg: SimConfig, incoming: Path, tasks: Any, done: Any, parent_pid: int,
-            nice: int) -> None:
+            nice: int, file_interval_s: float = 0.0) -> None:
     """A pool process: set the run up once, then write the subbands it is handed.
 
     Ctrl-C in a terminal reaches the whole process group: a worker then stops at once
@@ -143,8 +144,10 @@ def _worker(cfg: SimConfig, incoming: Path, tasks: Any, done: Any, parent_pid: i
                 k, sb = task
                 if chunk is None or chunk.k != k:
                     chunk = plan_chunk(cfg, setup, k)
+                began = time.monotonic()
                 path = write_subband(cfg, setup, chunk, sb, incoming)
                 done.put(("file", k, sb, path.name))
+                time.sleep(max(0.0, file_interval_s - (time.monotonic() - began)))
     except KeyboardInterrupt:
         sys.exit(INTERRUPTED)
     except Exception as exc:  # noqa: BLE001 — reported to the parent, which logs and stops
@@ -168,13 +171,17 @@ class LiveSimulator:
     """Write a home's planned simulation in the background; ``stop`` ends every worker."""
 
     def __init__(self, home_root: Path, incoming: Path, cfg: SimConfig, *, workers: int = 2,
-                 nice: int = 5, progress: Callable[[int, int], None] | None = None):
+                 nice: int = 5, progress: Callable[[int, int], None] | None = None,
+                 file_interval_s: float = 0.0):
         self.home_root = Path(home_root)
         self.incoming = Path(incoming)
         self.cfg = cfg
         self.workers = workers
         self.nice = nice
         self.progress = progress
+        #: the least time each worker takes per file: a correlator's pace rather than the
+        #: CPU's (0: as fast as it can)
+        self.file_interval_s = file_interval_s
         self.error: str | None = None
         self._stop = threading.Event()
         self._finished = threading.Event()
@@ -210,7 +217,8 @@ class LiveSimulator:
             tasks.put(None)
         self._procs = [ctx.Process(target=_worker, name=f"contimg-simulate-{i}", daemon=True,
                                    args=(self.cfg, self.incoming, tasks, done, os.getpid(),
-                                         self.nice)) for i in range(n)]
+                                         self.nice, self.file_interval_s))
+                       for i in range(n)]
         with self._lock:
             for p in self._procs:
                 p.start()
