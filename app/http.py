@@ -1,4 +1,5 @@
-"""Tornado handlers beside the Panel pages: /metrics, /api/health, image files, exports."""
+"""Tornado handlers beside the Panel pages: /metrics, /api/health, image files, exports,
+and the operator actions of the JSON API; each checks who is asking (app.gate) first."""
 
 from __future__ import annotations
 
@@ -11,20 +12,82 @@ from tornado.ioloop import IOLoop
 from tornado.iostream import StreamClosedError
 from tornado.web import HTTPError, RequestHandler
 
+from app.gate import Gate, NotSignedIn
 from app.sessions import SessionFigures
 from pipeline import __version__
+from pipeline.actor import Actor
 from pipeline.exports import csv_bytes, votable_bytes
 from pipeline.jobs.runner_state import RunnerState
+from pipeline.operator_actions import OperatorActions, Refused
 from pipeline.store import Store
 from pipeline.store.sources import FilterSpec, InvalidFilter
 
 
-class MetricsHandler(RequestHandler):
+class GatedHandler(RequestHandler):
+    """A route that answers only whom the gate lets in: 401 unknown, 403 not allowed.
+
+    ``needed_role`` is the least role that may call it; ``probe`` routes (/metrics,
+    /api/health) also answer the loopback scrape without a sign-in. Errors are JSON with
+    the reason, never a traceback.
+    """
+
+    needed_role = "viewer"
+    probe = False
+    gate: Gate | None = None
+    actor: Actor
+
+    def prepare(self) -> None:
+        """Identify the caller before any method runs."""
+        if self.request.method not in ("GET", "HEAD", "OPTIONS"):
+            self._same_origin()
+        gate = self.gate
+        if gate is None:  # a handler mounted without a gate (a test of the handler alone)
+            self.actor = Actor.notebook()
+            return
+        if self.probe and gate.probe_open(self.request.remote_ip):
+            self.actor = Actor(name="probe", role="viewer", via="read-only")
+            return
+        cookie = self.get_secure_cookie("user") if self.application.settings.get(
+            "cookie_secret") else None
+        try:
+            self.actor = gate.actor_for_request(
+                authorization=self.request.headers.get("Authorization", ""),
+                cookie_user=cookie.decode() if cookie else None)
+        except NotSignedIn as exc:
+            self.set_header("WWW-Authenticate", 'Bearer realm="contimg"')
+            raise HTTPError(401, reason="Not signed in", log_message=str(exc)) from None
+        if not self.actor.may(self.needed_role):
+            raise HTTPError(403, reason="Forbidden",
+                            log_message=f"needs {self.needed_role}; {self.actor.name} is "
+                                        f"{self.actor.role}")
+
+    def _same_origin(self) -> None:
+        # A state-changing call signed in by cookie must come from our own pages.
+        origin = self.request.headers.get("Origin")
+        if origin and "Authorization" not in self.request.headers:
+            host = origin.split("://", 1)[-1].rstrip("/")
+            if host != self.request.host:
+                raise HTTPError(403, reason="Forbidden",
+                                log_message=f"cross-site request from {origin}")
+
+    def write_error(self, status_code: int, **kwargs) -> None:
+        """JSON {"error": ...}: the reason and, for 401/403, why; no traceback."""
+        exc = kwargs.get("exc_info", (None, None, None))[1]
+        detail = exc.log_message if isinstance(exc, HTTPError) and status_code in (
+            401, 403) else None
+        self.set_header("Content-Type", "application/json")
+        self.finish(json.dumps({"error": self._reason, **({"detail": detail}
+                                                            if detail else {})}))
+
+
+class MetricsHandler(GatedHandler):
     """Prometheus text exposition of the store's figures."""
 
-    def initialize(self, registry: CollectorRegistry) -> None:
+    probe = True
+
+    def initialize(self, registry: CollectorRegistry, gate: Gate | None = None) -> None:
         """Tornado passes the route's arguments here."""
-        self.registry = registry
+        self.registry, self.gate = registry, gate
 
     def get(self) -> None:
         """Scrape: collect from the store now."""
@@ -32,12 +95,15 @@ class MetricsHandler(RequestHandler):
         self.write(generate_latest(self.registry))
 
 
-class HealthHandler(RequestHandler):
+class HealthHandler(GatedHandler):
     """JSON: ok, version, observations per state, scheduler running, open sessions."""
 
+    probe = True
+
     def initialize(self, store: Store, state: RunnerState,
-                   sessions: SessionFigures | None = None) -> None:
+                   sessions: SessionFigures | None = None, gate: Gate | None = None) -> None:
         """Tornado passes the route's arguments here."""
+        self.gate = gate
         self.store = store
         self.state = state
         self.sessions = sessions or SessionFigures()
@@ -67,16 +133,16 @@ IMAGE_CONTENT_TYPES = {"fits": "application/fits", "residual": "application/fits
 _CHUNK = 1 << 20
 
 
-class ImageFileHandler(RequestHandler):
+class ImageFileHandler(GatedHandler):
     """GET /api/images/<id>/<product>: a file the store registered for that image, else 404.
 
     The path always comes from the store's row; nothing the client sends becomes part of
     a path, so no request can reach a file the store does not know.
     """
 
-    def initialize(self, store: Store) -> None:
+    def initialize(self, store: Store, gate: Gate | None = None) -> None:
         """Tornado passes the route's arguments here."""
-        self.store = store
+        self.store, self.gate = store, gate
 
     async def get(self, image_id: str, product: str) -> None:
         """Stream the file in 1 MiB chunks (a 4096² image is 64 MB)."""
@@ -110,7 +176,7 @@ EXPORT_FORMATS = {"vot": ("application/x-votable+xml", "sources.vot"),
                   "csv": ("text/csv; charset=utf-8", "sources.csv")}
 
 
-class SourcesExportHandler(RequestHandler):
+class SourcesExportHandler(GatedHandler):
     """GET /api/sources.<vot|csv>?filter=<FilterSpec JSON>: every source the filter matches.
 
     The table is read and formatted in a worker thread (a whole catalog takes seconds)
@@ -118,9 +184,9 @@ class SourcesExportHandler(RequestHandler):
     meanwhile; nothing goes through a page's websocket.
     """
 
-    def initialize(self, store: Store) -> None:
+    def initialize(self, store: Store, gate: Gate | None = None) -> None:
         """Tornado passes the route's arguments here."""
-        self.store = store
+        self.store, self.gate = store, gate
 
     async def get(self, fmt: str) -> None:
         """Build the export off the loop, then stream it."""
@@ -151,6 +217,72 @@ class SourcesExportHandler(RequestHandler):
             return csv_bytes(chunks)
         return votable_bytes(chunks, name="sources",
                              description=f"contimg filter {spec.to_json()}")
+
+
+class WhoAmIHandler(GatedHandler):
+    """GET /api/whoami: the caller's name, role and how the server knows them."""
+
+    def initialize(self, gate: Gate | None = None) -> None:
+        """Tornado passes the route's arguments here."""
+        self.gate = gate
+
+    def get(self) -> None:
+        """The actor as JSON."""
+        self.write({"name": self.actor.name, "role": self.actor.role, "via": self.actor.via})
+
+
+class ActionHandler(GatedHandler):
+    """POST routes of operator actions; the role is checked (and audited) by the action.
+
+    The route itself admits any signed-in caller so that a viewer's attempt reaches
+    OperatorActions, which refuses it with 403 and writes the refusal to the audit trail.
+    """
+
+    def initialize(self, store: Store, state: RunnerState, action: str,
+                   gate: Gate | None = None) -> None:
+        """Tornado passes the route's arguments here."""
+        self.actions = OperatorActions(store, state)
+        self.action, self.gate = action, gate
+
+    def post(self, target: str = "") -> None:
+        """Run the action for the caller: pause, resume, or retry one observation."""
+        if self.gate is not None and self.gate.read_only:
+            raise HTTPError(403, reason="Forbidden",
+                            log_message="this dashboard is read-only (auth.mode)")
+        try:
+            if self.action in ("pause", "resume"):
+                changed = self.actions.set_paused(self.actor, self.action == "pause")
+                self.write({"action": self.action, "changed": changed,
+                            "paused": bool(self.actions.state.paused)})
+            elif self.action == "retry":
+                sent = self.actions.retry(self.actor, [target])
+                if not sent:
+                    raise HTTPError(409, reason=f"observation {target} is not failed")
+                self.write({"action": "retry", "sent": sent})
+            else:
+                raise HTTPError(404)
+        except Refused as exc:
+            raise HTTPError(403, reason="Forbidden", log_message=str(exc)) from None
+
+
+class AuditHandler(GatedHandler):
+    """GET /api/audit?limit=N: the newest audit rows (admins)."""
+
+    needed_role = "admin"
+
+    def initialize(self, store: Store, gate: Gate | None = None) -> None:
+        """Tornado passes the route's arguments here."""
+        self.store, self.gate = store, gate
+
+    def get(self) -> None:
+        """Audit rows as JSON records."""
+        try:
+            limit = min(max(int(self.get_argument("limit", "200")), 1), 10_000)
+        except ValueError:
+            raise HTTPError(400, reason="limit must be a whole number") from None
+        rows = self.store.audit_rows(limit=limit)
+        self.set_header("Content-Type", "application/json")
+        self.write(rows.to_json(orient="records", date_format="iso"))
 
 
 def _download_name(path: Path, product: str) -> str:

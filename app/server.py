@@ -8,22 +8,38 @@ import signal
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import panel as pn
 from bokeh.server.server import Server
 from tornado.ioloop import IOLoop
 from tornado.web import RedirectHandler
 
-from app.http import HealthHandler, ImageFileHandler, MetricsHandler, SourcesExportHandler
+from app.gate import Gate, NotSignedIn
+from app.http import (
+    ActionHandler,
+    AuditHandler,
+    HealthHandler,
+    ImageFileHandler,
+    MetricsHandler,
+    SourcesExportHandler,
+    WhoAmIHandler,
+)
 from app.metrics import metrics_registry
 from app.sessions import SessionFigures
+from app.sign_in import FIRST_ADMIN, AccountsAuthProvider, cookie_secret, ensure_first_admin
+from pipeline.accounts import Accounts
+from pipeline.actor import Actor
+from pipeline.auth_config import AuthConfig
 from pipeline.errors import ContimgError
 from pipeline.home import Home
+from pipeline.clock import utcnow
 from pipeline.jobs.default_stages import default_registry
 from pipeline.jobs.runner import Runner, RunnerConfig
 from pipeline.jobs.runner_state import RunnerState
 from pipeline.settings import Settings, load_settings
 from pipeline.store import Store
+from views.base import StorePage
 from views.pages import PAGES, PageSpec
 
 log = logging.getLogger(__name__)
@@ -64,27 +80,59 @@ class AppContext:
     state: RunnerState
     settings: Settings = field(default_factory=Settings)
 
+    @property
+    def gate(self) -> Gate:
+        """Who may sign in, per the settings' [auth] and the home's credentials file."""
+        return Gate(auth=self.settings.auth, accounts=Accounts.of_home(self.home.root))
 
-def nav_html(current: str) -> str:
-    """Links to every page, the current one marked."""
+
+def nav_html(current: str, actor: Actor | None = None) -> str:
+    """Links to every page the actor may open, the current one marked."""
     links = "".join(
         f'<a href="./{p.slug}" data-slug="{p.slug}"'
         f'{" class=current aria-current=page" if p.slug == current else ""}>{p.title}</a>'
-        for p in PAGES)
+        for p in PAGES if actor is None or actor.may(p.role))
     return f'<nav class="nav">{links}</nav>'
 
 
-def build_page(page: PageSpec, ctx: AppContext) -> pn.template.BaseTemplate:
-    """One browser session's template around the page's view."""
+def _who_html(actor: Actor, signed_in: bool) -> str:
+    sign_out = ' · <a href="./logout" class="sign-out">sign out</a>' if signed_in else ""
+    return (f'<div class="who" data-user="{actor.name}" data-role="{actor.role}">'
+            f'{actor.name} ({actor.role}){sign_out}</div>')
+
+
+def session_actor(ctx: AppContext) -> Actor:
+    """The actor of the current page session, from its sign-in (NotSignedIn if none)."""
+    return ctx.gate.actor_for_user(pn.state.user)
+
+
+def build_page(page: PageSpec, ctx: AppContext,
+               actor: Actor | None = None) -> pn.template.BaseTemplate:
+    """One browser session's template around the page's view, shown as ``actor`` sees it."""
+    actor = actor or Actor.notebook()
     # BootstrapTemplate: its design ships every asset with Panel (the Fast design asks
     # Google for fonts, which a closed observatory network refuses).
     template = pn.template.BootstrapTemplate(
         title=f"contimg · {page.title}", header_background="#0072b5", sidebar_width=230)
-    template.sidebar.append(pn.pane.HTML(nav_html(page.slug), stylesheets=[_NAV_CSS],
+    template.sidebar.append(pn.pane.HTML(nav_html(page.slug, actor), stylesheets=[_NAV_CSS],
                                          sizing_mode="stretch_width"))
+    template.sidebar.append(pn.pane.HTML(_who_html(actor, actor.via in ("password", "oauth")),
+                                         styles={"font-size": "0.9em"}))
     template.sidebar.append(pn.pane.Markdown(f"home: `{ctx.home.root}`",
                                              styles={"font-size": "0.8em"}))
-    template.main.append(page.build(ctx.store, ctx.state, ctx.settings))
+    if not actor.may(page.role):
+        # Checked here, on the server: the link is hidden too, but a typed URL lands here.
+        ctx.store.record_action(username=actor.name, role=actor.role, action="page.open",
+                                target=page.slug, allowed=False, now=utcnow(),
+                                detail=f"needs {page.role}")
+        template.main.append(pn.pane.Alert(
+            f"The {page.title} page is for the {page.role} role; you are signed in as "
+            f"{actor.name} ({actor.role}).", alert_type="warning", css_classes=["refused"]))
+        return template
+    view = page.build(ctx.store, ctx.state, ctx.settings)
+    if isinstance(view, StorePage):
+        view.actor = actor
+    template.main.append(view)
     return template
 
 
@@ -94,7 +142,12 @@ def _page_app(page: PageSpec, ctx: AppContext) -> Callable[[], pn.template.BaseT
         # Pages are built after load, so the first document holds no Tabulator: ask for
         # its JavaScript up front or the page would fill in with tables that never draw.
         pn.extension("tabulator")
-        return build_page(page, ctx)
+        try:
+            actor = session_actor(ctx)
+        except NotSignedIn as exc:  # a cookie of a user removed since it was signed
+            return pn.pane.Alert(f"Not signed in ({exc}): <a href='./login'>sign in</a>",
+                                 alert_type="danger")
+        return build_page(page, ctx, actor)
     return app
 
 
@@ -110,14 +163,24 @@ def make_server(ctx: AppContext, *, port: int, address: str,
     use_session_threads()
     apps = {p.slug: _page_app(p, ctx) for p in PAGES}
     figures = SessionFigures()
+    gate = ctx.gate
+    store, state = ctx.store, ctx.state
     extra = [
         (r"/", RedirectHandler, {"url": "/overview"}),
         (r"/metrics", MetricsHandler,
-         {"registry": metrics_registry(ctx.store, ctx.state, sessions=figures)}),
+         {"registry": metrics_registry(store, state, sessions=figures), "gate": gate}),
         (r"/api/health", HealthHandler,
-         {"store": ctx.store, "state": ctx.state, "sessions": figures}),
-        (r"/api/images/([^/]+)/([^/]+)", ImageFileHandler, {"store": ctx.store}),
-        (r"/api/sources\.([a-z]+)", SourcesExportHandler, {"store": ctx.store}),
+         {"store": store, "state": state, "sessions": figures, "gate": gate}),
+        (r"/api/whoami", WhoAmIHandler, {"gate": gate}),
+        (r"/api/images/([^/]+)/([^/]+)", ImageFileHandler, {"store": store, "gate": gate}),
+        (r"/api/sources\.([a-z]+)", SourcesExportHandler, {"store": store, "gate": gate}),
+        (r"/api/pause", ActionHandler,
+         {"store": store, "state": state, "action": "pause", "gate": gate}),
+        (r"/api/resume", ActionHandler,
+         {"store": store, "state": state, "action": "resume", "gate": gate}),
+        (r"/api/observations/([^/]+)/retry", ActionHandler,
+         {"store": store, "state": state, "action": "retry", "gate": gate}),
+        (r"/api/audit", AuditHandler, {"store": store, "gate": gate}),
     ]
     origins = [f"{host}:{port}" for host in {address, "localhost", "127.0.0.1"}]
     try:
@@ -125,6 +188,7 @@ def make_server(ctx: AppContext, *, port: int, address: str,
                           title={p.slug: f"contimg · {p.title}" for p in PAGES},
                           websocket_origin=["*"] if address in ("0.0.0.0", "::") else origins,
                           extra_patterns=extra, threaded=False, loop=loop,
+                          **auth_options(ctx.settings.auth, ctx.home, gate.accounts),
                           check_unused_sessions_milliseconds=CHECK_UNUSED_SESSIONS_MS,
                           unused_session_lifetime_milliseconds=UNUSED_SESSION_LIFETIME_MS)
     except OSError as exc:
@@ -133,6 +197,35 @@ def make_server(ctx: AppContext, *, port: int, address: str,
         raise
     figures.tornado = server._tornado
     return server
+
+
+def auth_options(auth: AuthConfig, home: Home, accounts: Accounts) -> dict:
+    """pn.serve's sign-in arguments for the settings' [auth] mode (none when read-only)."""
+    if auth.mode == "read-only":
+        return {}
+    options: dict = {"cookie_secret": cookie_secret(home.root)}
+    if auth.mode == "password":
+        options["auth_provider"] = AccountsAuthProvider(accounts)
+        return options
+    secret_file = Path(auth.oauth_secret_file).expanduser()
+    if not secret_file.is_absolute():
+        secret_file = home.root / secret_file
+    try:
+        secret = secret_file.read_text().strip()
+    except OSError as exc:
+        raise ContimgError(f"{secret_file}: the OAuth client secret (auth.oauth_secret_file) "
+                           f"cannot be read: {exc.strerror}") from None
+    options.update(oauth_provider=auth.oauth_provider, oauth_key=auth.oauth_key,
+                   oauth_secret=secret)
+    if auth.oauth_redirect_uri:
+        options["oauth_redirect_uri"] = auth.oauth_redirect_uri
+    if auth.oauth_provider == "generic":
+        # An OIDC realm's endpoints (Keycloak's layout under .../realms/NAME)
+        base = auth.oauth_url.rstrip("/") + "/protocol/openid-connect"
+        options["oauth_extra_params"] = {
+            "AUTHORIZE_URL": f"{base}/auth", "TOKEN_URL": f"{base}/token",
+            "USER_URL": f"{base}/userinfo", "LOGOUT_URL": f"{base}/logout"}
+    return options
 
 
 def serve(home: Home, *, port: int, address: str, config: RunnerConfig,
@@ -146,6 +239,16 @@ def serve(home: Home, *, port: int, address: str, config: RunnerConfig,
     # loop waits up to one switch interval for the GIL each time it blocks, so the
     # default 5 ms made /api/health take 20-140 ms while a catalog export was built.
     sys.setswitchinterval(SWITCH_INTERVAL_S)
+    accounts = Accounts.of_home(home.root)
+    if settings.auth.mode == "password":
+        made = ensure_first_admin(home.root, accounts, now=utcnow())
+        if made is not None:
+            print(f"contimg: nobody could sign in, so user '{FIRST_ADMIN}' (admin) was made; "
+                  f"its password is in {made} (readable only by you). Add people with "
+                  "`contimg users add NAME --role viewer|operator|admin`.", flush=True)
+    elif settings.auth.mode == "read-only":
+        print("contimg: auth.mode = 'read-only': no sign-in, every visitor is a viewer and "
+              "no operator action runs from the web", flush=True)
     store = Store.open(home)
     state = RunnerState(paused=paused)
     runner = Runner(store, home, default_registry(settings), config=config, state=state)

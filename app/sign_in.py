@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import os
 import secrets
+from datetime import datetime
 from pathlib import Path
 
 from panel.auth import BasicAuthProvider, BasicLoginHandler
@@ -21,6 +22,8 @@ log = logging.getLogger(__name__)
 
 TEMPLATES = Path(__file__).with_name("templates")
 COOKIE_SECRET_FILE = "cookie_secret"
+FIRST_ADMIN = "admin"
+FIRST_ADMIN_PASSWORD_FILE = "admin-password"
 
 
 class AccountsLoginHandler(BasicLoginHandler):
@@ -50,6 +53,16 @@ class AccountsAuthProvider(BasicAuthProvider):
             "accounts": self.accounts, "_login_endpoint": self._login_endpoint,
             "_login_template": self._login_template})
 
+    @property
+    def get_user(self):
+        """Panel's cookie check, and the name must still be a user (removal signs out)."""
+        cookie_user = super().get_user
+
+        def get_user(request_handler) -> str | None:
+            name = cookie_user(request_handler)
+            return name if name and self.accounts.user(name) is not None else None
+        return get_user
+
     def user(self, name: str | None) -> User | None:
         """The signed-in user's record (role included), or None when unknown or removed."""
         return self.accounts.user(name) if name else None
@@ -74,3 +87,22 @@ def cookie_secret(root: Path) -> str:
     finally:
         tmp.unlink()
     return path.read_text().strip()
+
+
+def ensure_first_admin(root: Path, accounts: Accounts, *, now: datetime) -> Path | None:
+    """On a home nobody can sign in to, create ``admin`` and write its password to a file.
+
+    Returns the password file's path (readable by its owner only) when it made the user,
+    else None. The password is never printed: the path is.
+    """
+    if accounts.users():
+        return None
+    password = secrets.token_urlsafe(15)
+    path = Path(root) / FIRST_ADMIN_PASSWORD_FILE
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write(password + "\n")
+    os.chmod(path, 0o600)  # an older file of laxer mode keeps its mode through O_TRUNC
+    accounts.add_user(FIRST_ADMIN, role="admin", password=password, now=now)
+    return path

@@ -16,6 +16,7 @@ from conftest import (
     ViewQueryCounter,
     add_observations,
     counting_store,
+    sign_in,
     wait_until,
 )
 from playwright.sync_api import expect
@@ -134,6 +135,7 @@ def bars_data(page) -> dict:
 def test_timeline_has_one_bar_per_table_coloured_by_qa(served, page):
     requests: list[str] = []
     page.on("request", lambda r: requests.append(r.url))
+    served.sign_in(page)
     page.goto(served.url + "/calibration")
     data = bars_data(page)
     accepted = sum(t[2] for t in TABLES)
@@ -159,6 +161,7 @@ def test_timeline_has_one_bar_per_table_coloured_by_qa(served, page):
 
 
 def test_clicking_a_bar_shows_its_qa_and_solutions(served, page):
+    served.sign_in(page)
     page.goto(served.url + "/calibration")
     data = bars_data(page)
     detail = page.locator(".caltable-detail")
@@ -202,6 +205,7 @@ def test_clicking_a_bar_shows_its_qa_and_solutions(served, page):
 
 
 def test_chosen_observation_is_marked_with_its_selection(served, page):
+    served.sign_in(page)
     page.goto(served.url + "/calibration")
     bars_data(page)
     info = page.locator(".observation-selection")
@@ -244,6 +248,7 @@ X_RANGE_JS = ("() => { const r = window.Bokeh.documents[0].get_model_by_name("
 
 def test_a_pan_and_zoom_hold_while_jobs_run(busy, page):
     url, runner, state, counter = busy
+    sign_in(page, url, "ada")
     page.goto(url + "/calibration")
     bars_data(page)
     auto = page.evaluate(X_RANGE_JS)

@@ -95,6 +95,7 @@ def test_page_says_cpu_without_gpu_and_lists_recent_images(tmp_path, page):
     try:
         requests: list[str] = []
         page.on("request", lambda r: requests.append(r.url))
+        server.sign_in(page)
         page.goto(server.url + "/gpu")
         devices = page.locator(".gpu-devices")
         if READING.ok:

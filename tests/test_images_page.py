@@ -11,7 +11,7 @@ from datetime import timedelta
 import numpy as np
 import pytest
 from astropy.io import fits
-from conftest import ServedHome, run_async
+from conftest import ServedHome, run_async, test_api_key
 from image_factory import SPECS, T_IMG, make_images
 from playwright.sync_api import expect
 
@@ -57,13 +57,15 @@ def served(tmp_path_factory):
     server.brightest = brightest
     server.first_thumb, server.thumb_file = first_thumb, thumb_file
     server.outside = outside
+    server.key = test_api_key(home, "viewer")
     yield server
     assert server.stop() == 0
 
 
-def get(url: str) -> tuple[int, dict, bytes]:
+def get(url: str, key: str) -> tuple[int, dict, bytes]:
+    request = urllib.request.Request(url, headers={"Authorization": f"Bearer {key}"})
     try:
-        with urllib.request.urlopen(url, timeout=20) as r:
+        with urllib.request.urlopen(request, timeout=20) as r:
             return r.status, dict(r.headers), r.read()
     except urllib.error.HTTPError as exc:
         return exc.code, dict(exc.headers), b""
@@ -111,6 +113,7 @@ IMAGE_JS = f"""() => {{
 def test_filter_open_view_and_overlay(served, page):
     requests: list[str] = []
     page.on("request", lambda r: requests.append(r.url))
+    served.sign_in(page)
     page.goto(served.url + "/images")
     expect(page.locator(".n-images")).to_have_attribute("data-n", str(served.expected["all"]))
     rows = page.locator(".image-table .tabulator-row")
@@ -141,7 +144,7 @@ def test_filter_open_view_and_overlay(served, page):
     img = page.locator(".image-gallery img").first
     expect(img).to_have_attribute("src", f"api/images/{served.first_thumb}/thumbnail")
     # and that route serves the very file the store registered for it
-    status, _, png = get(f"{served.url}/api/images/{served.first_thumb}/thumbnail")
+    status, _, png = get(f"{served.url}/api/images/{served.first_thumb}/thumbnail", served.key)
     assert status == 200 and png == served.thumb_file.read_bytes()
     img.scroll_into_view_if_needed()  # lazy-loaded
     page.wait_for_function("i => i.complete && i.naturalWidth > 0", arg=img.element_handle())
@@ -215,7 +218,7 @@ def test_filter_open_view_and_overlay(served, page):
 @pytest.mark.ui
 def test_download_route_serves_registered_fits(served):
     image_id = served.ids[0]
-    status, headers, body = get(f"{served.url}/api/images/{image_id}/fits")
+    status, headers, body = get(f"{served.url}/api/images/{image_id}/fits", served.key)
     assert status == 200
     assert headers["Content-Type"] == "application/fits"
     assert headers["Content-Disposition"] == (
@@ -224,7 +227,7 @@ def test_download_route_serves_registered_fits(served):
     with fits.open(io.BytesIO(body)) as hdul:
         assert hdul[0].header["CTYPE2"] == "DEC--SIN"
         np.testing.assert_array_equal(hdul[0].data, fits.getdata(served.files[image_id]))
-    status, headers, body = get(f"{served.url}/api/images/{image_id}/thumbnail")
+    status, headers, body = get(f"{served.url}/api/images/{image_id}/thumbnail", served.key)
     assert status == 200 and headers["Content-Type"] == "image/png"
     assert body.startswith(b"\x89PNG")
     assert "Content-Disposition" not in headers
@@ -244,7 +247,7 @@ def test_download_route_serves_registered_fits(served):
 ])
 def test_download_route_404s_what_the_store_does_not_know(served, tail):
     url = f"{served.url}/api/images/" + tail.format(id=served.ids[0], outside=served.outside)
-    status, _, body = get(url)
+    status, _, body = get(url, served.key)
     assert status == 404, url
     assert b"SIMPLE" not in body
 

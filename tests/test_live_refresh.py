@@ -27,6 +27,7 @@ def test_a_new_caltable_appears_live(home, page):
     state = RunnerState()
     server = InProcessServer(home, store, state)
     try:
+        server.sign_in(page)
         page.goto(server.url + "/calibration")
         page.wait_for_function(f"() => window.Bokeh && Bokeh.documents.length && {BARS} && "
                                f"{BARS}.data_source.data.id.length === {len(TABLES)}")

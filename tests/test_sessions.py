@@ -7,7 +7,7 @@ import urllib.error
 import urllib.request
 
 import pytest
-from conftest import InProcessServer, ServedHome, add_observations, wait_until
+from conftest import InProcessServer, ServedHome, add_observations, sign_in, wait_until
 from playwright.sync_api import expect
 
 from pipeline.home import Home
@@ -53,6 +53,7 @@ def test_closed_sessions_are_freed_and_stop_polling(served, browser):
     try:
         for ctx in contexts:
             page = ctx.new_page()
+            served.sign_in(page)
             page.goto(served.url + "/overview")
             # the page fills in after load (built in Panel's thread pool): wait for it
             expect(page.locator('.state-card[data-state="complete"] .count')).to_have_text(
@@ -103,6 +104,7 @@ def test_closed_sessions_leave_no_watchers_on_the_runner_state(in_process, brows
     try:
         for ctx in contexts:
             page = ctx.new_page()
+            sign_in(page, url, "vera")
             page.goto(url + "/overview")
             expect(page.locator('.state-card[data-state="complete"] .count')).to_have_text(
                 "2", timeout=30_000)

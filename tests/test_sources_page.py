@@ -15,7 +15,7 @@ import numpy as np
 import pandas as pd
 import pytest
 from astropy.io.votable import parse_single_table
-from conftest import T0, ServedHome
+from conftest import T0, ServedHome, test_api_key
 from playwright.sync_api import expect
 from test_exports import write_image
 from test_store_sources import fill_sources
@@ -98,6 +98,7 @@ def test_select_in_eta_v_lightcurve_cutout_and_exports(served, page):
     server, data = served
     requests: list[str] = []
     page.on("request", lambda r: requests.append(r.url))
+    server.sign_in(page)
     page.goto(server.url + "/sources")
     var = data["variability"]
     pts = scatter_data(page)
@@ -173,6 +174,7 @@ def test_select_in_eta_v_lightcurve_cutout_and_exports(served, page):
 @pytest.mark.ui
 def test_table_row_and_position_search(served, page):
     server, data = served
+    server.sign_in(page)
     page.goto(server.url + "/sources")
     scatter_data(page)
     src = data["sources"].iloc[5]
@@ -287,6 +289,7 @@ def big_served(tmp_path_factory):
 @pytest.mark.ui
 def test_health_answers_while_the_whole_catalog_downloads(big_served, page):
     server = big_served
+    server.sign_in(page)
     page.goto(server.url + "/sources")
     expect(page.locator(".page-info")).to_contain_text(f"of {BIG_CATALOG}")
     latencies: list[float] = []
@@ -327,13 +330,16 @@ def test_export_route_serves_the_filter_and_refuses_a_bad_one(served):
     server, data = served
     spec = FilterSpec(n_meas_min=1)
     url = f"{server.url}/api/sources.csv?filter={urllib.parse.quote(spec.to_json())}"
-    with urllib.request.urlopen(url, timeout=60) as r:
+    auth = {"Authorization": f"Bearer {test_api_key(server.home, 'viewer')}"}
+    with urllib.request.urlopen(urllib.request.Request(url, headers=auth), timeout=60) as r:
         assert r.headers["Content-Disposition"] == 'attachment; filename="sources.csv"'
         frame = pd.read_csv(io.BytesIO(r.read()))
     assert set(frame.id) == set(data["variability"].source_id)
     with pytest.raises(urllib.error.HTTPError) as bad:
-        urllib.request.urlopen(f"{server.url}/api/sources.csv?filter=%7Bnope", timeout=60)
+        urllib.request.urlopen(urllib.request.Request(
+            f"{server.url}/api/sources.csv?filter=%7Bnope", headers=auth), timeout=60)
     assert bad.value.code == 400 and b"not JSON" in bad.value.read()
     with pytest.raises(urllib.error.HTTPError) as unknown:
-        urllib.request.urlopen(f"{server.url}/api/sources.xlsx", timeout=60)
+        urllib.request.urlopen(urllib.request.Request(
+            f"{server.url}/api/sources.xlsx", headers=auth), timeout=60)
     assert unknown.value.code == 404

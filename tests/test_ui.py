@@ -11,6 +11,7 @@ from conftest import (
     ViewQueryCounter,
     add_observations,
     counting_store,
+    sign_in,
     wait_until,
 )
 from playwright.sync_api import expect
@@ -39,6 +40,7 @@ def served(tmp_path_factory):
 
 
 def test_overview_shows_exactly_the_stored_counts(served, page):
+    served.sign_in(page)
     page.goto(served.url + "/overview")
     for state in STATES:
         card = page.locator(f'.state-card[data-state="{state}"] .count')
@@ -47,11 +49,13 @@ def test_overview_shows_exactly_the_stored_counts(served, page):
 
 
 def test_root_redirects_to_overview(served, page):
+    served.sign_in(page)
     page.goto(served.url + "/")
     expect(page).to_have_url(served.url + "/overview")
 
 
 def test_every_nav_link_opens_its_page(served, page):
+    served.sign_in(page)
     page.goto(served.url + "/overview")
     for spec in PAGES:
         page.locator(f'nav a[data-slug="{spec.slug}"]').click()
@@ -66,6 +70,7 @@ def test_pages_fetch_nothing_from_outside(served, page):
     requests: list[str] = []
     page.on("request", lambda r: requests.append(r.url))
     for spec in PAGES[:3]:
+        served.sign_in(page)
         page.goto(f"{served.url}/{spec.slug}")
         expect(page.locator("nav a.current")).to_have_text(spec.title)
     outside = [u for u in requests
@@ -94,6 +99,7 @@ def live_server(home):
 
 def test_overview_updates_live_while_jobs_run(live_server, page):
     url, runner, convert = live_server
+    sign_in(page, url, "vera")
     page.goto(url + "/overview")
     pending = page.locator('.state-card[data-state="pending"] .count')
     converting = page.locator('.state-card[data-state="converting"] .count')
@@ -151,6 +157,7 @@ def progress_of(state: RunnerState) -> float:
 def test_progress_steps_move_the_bars_without_store_queries(stepping_server, browser):
     url, runner, convert, state, counter = stepping_server
     context = browser.new_context(viewport={"width": 1400, "height": 900})
+    sign_in(context, url, "vera")
     tabs = {}
     try:
         for slug in ("overview", "pipeline", "images", "sources", "calibration", "gpu"):
@@ -206,6 +213,7 @@ def test_pipeline_page_lists_and_retries(served_with_failure, page):
     import json
     import urllib.request
     served, bad = served_with_failure
+    served.sign_in(page)
     page.goto(served.url + "/pipeline")
     rows = page.locator(".pipeline-table .tabulator-row")
     expect(rows).to_have_count(5)

@@ -118,15 +118,17 @@ class StorePage(pn.viewable.Viewer):
         self._live = LiveLink(self.state, on_store=self._live_store,
                               on_progress=self._live_progress, period_ms=self.live_period_ms)
 
-    def _state_widget(self, widget: pn.widgets.Widget, name: str) -> pn.widgets.Widget:
-        """Tie ``widget``'s value to the runner state's ``name`` both ways, per session.
+    def _state_widget(self, widget: pn.widgets.Widget, name: str, *,
+                      on_change: Callable[[Any], None]) -> pn.widgets.Widget:
+        """Show the runner state's ``name`` in ``widget``; its changes go to ``on_change``.
 
-        ``Widget.from_param`` on the shared runner state would leave a watcher on it
-        after the session ends (keeping the session's page in memory); this one is
+        ``on_change`` decides (and checks the actor's role) before the shared state
+        changes. ``Widget.from_param`` on the shared runner state would leave a watcher on
+        it after the session ends (keeping the session's page in memory); this one is
         dropped when the session is destroyed.
         """
         widget.value = getattr(self.state, name)
-        widget.param.watch(lambda e: setattr(self.state, name, e.new), "value")
+        widget.param.watch(on_change, "value")
         follow = self.state.param.watch(lambda e: setattr(widget, "value", e.new), name)
         doc = pn.state.curdoc
         if doc is not None and doc.session_context is not None:

@@ -10,7 +10,8 @@ import param
 
 from pipeline.jobs.runner_state import RunnerState
 from pipeline.jobs.states import STAGES, STATES
-from views.base import StorePage
+from pipeline.operator_actions import OperatorActions, Refused
+from views.base import StorePage, on_session_loop
 
 _STATE_COLOURS = {
     "pending": "#6c757d", "converting": "#0d6efd", "converted": "#0d6efd",
@@ -89,18 +90,37 @@ class OverviewPage(StorePage):
         self._alerts = pn.widgets.Tabulator(
             self.store.recent_alerts(limit=10), disabled=True, show_index=False,
             sizing_mode="stretch_width", css_classes=["recent-alerts"])
-        pause = self._state_widget(pn.widgets.Toggle(label="Pause processing", width=160),
-                                   "paused")
+        pause = self._pause_toggle()
         self._refresh_store()
         self._refresh_progress()
         return pn.Column(
             pn.pane.Markdown("## Observations by state"), self._cards,
             pn.pane.Markdown("### Waiting per stage"), self._queues,
-            pn.Row(self._status, pause),
+            pn.Row(self._status, pause, self._pause_message),
             pn.pane.Markdown("### Running jobs"), self._running,
             pn.pane.Markdown("### Recent jobs"), self._jobs,
             pn.pane.Markdown("### Alerts"), self._alerts,
             sizing_mode="stretch_width")
+
+    def _pause_toggle(self) -> pn.widgets.Toggle:
+        # Hidden from viewers, and checked on the server either way: a forged toggle event
+        # from a viewer's page is refused, audited and undone.
+        toggle = pn.widgets.Toggle(label="Pause processing", width=160,
+                                   css_classes=["pause-toggle"],
+                                   visible=self.actor.may("operator"))
+        self._pause_message = pn.pane.Markdown(css_classes=["pause-message"])
+        actions = OperatorActions(self.store, self.state)
+
+        def asked(event: param.parameterized.Event) -> None:
+            if bool(event.new) == bool(self.state.paused):
+                return  # the runner state's own change, mirrored into this widget
+            try:
+                actions.set_paused(self.actor, bool(event.new))
+                self._pause_message.object = ""
+            except Refused as exc:
+                self._pause_message.object = f"Not allowed: {exc}"
+                on_session_loop(lambda: setattr(toggle, "value", bool(self.state.paused)))
+        return self._state_widget(toggle, "paused", on_change=asked)
 
     def _refresh_store(self) -> None:
         counts = self.state.counts or self.store.counts_by_state()

@@ -10,6 +10,7 @@ import panel as pn
 from pipeline.jobs.runner_state import RunnerState
 from pipeline.settings import Settings
 from pipeline.store import Store
+from views.audit_page import AuditPage
 from views.calibration_page import CalibrationPage
 from views.gpu_page import GpuPage
 from views.images_page import ImageBrowser
@@ -26,6 +27,8 @@ class PageSpec:
     slug: str
     title: str
     build: Callable[[Store, RunnerState, Settings], pn.viewable.Viewer]
+    #: the least role that may open the page (checked on the server)
+    role: str = "viewer"
 
 
 def _planned(title: str, summary: str, depends_on: str = "") -> Callable[..., PlannedPage]:
@@ -65,6 +68,8 @@ PAGES: tuple[PageSpec, ...] = (
         "Backups",
         "Store backups with size, checksum and validation result; create, validate and "
         "restore.")),
+    PageSpec(slug="audit", title="Audit", role="admin",
+             build=lambda store, state, settings: AuditPage(store=store, state=state)),
     PageSpec(slug="pointing", title="Pointing", build=_planned(
         "Pointing",
         "Local sidereal time at OVRO, the declination strip being observed, and upcoming "

@@ -6,8 +6,8 @@ import pandas as pd
 import panel as pn
 import param
 
-from pipeline.clock import utcnow
 from pipeline.jobs.states import STAGES, STATES
+from pipeline.operator_actions import OperatorActions, Refused
 from views.base import StorePage, on_event
 
 ALL = "all"
@@ -61,8 +61,11 @@ class PipelinePage(StorePage):
                                      "legendColor": "#000"}},
             titles=TITLES, widths={"pipeline": 120, "error": 280, "quarantine_reason": 280},
             css_classes=["pipeline-table"])
+        # A viewer's page has no retry button to see; the click is still checked on the
+        # server (OperatorActions), so a forged event is refused like any other.
         self._retry = pn.widgets.Button(label="Retry selected failed", disabled=True,
-                                        css_classes=["retry-button"])
+                                        css_classes=["retry-button"],
+                                        visible=self.actor.may("operator"))
         self._message = pn.pane.Markdown(css_classes=["pipeline-message"])
         self._retry.on_click(on_event(self._on_retry))
         self._table.param.watch(on_event(self._on_select), "selection")
@@ -92,8 +95,12 @@ class PipelinePage(StorePage):
         self._retry.label = f"Retry {len(failed)} failed" if failed else "Retry selected failed"
 
     def _on_retry(self, *_: object) -> None:
-        done = [obs for obs in self._selected_failed()
-                if self.store.retry_observation(obs, now=utcnow())]
+        try:
+            done = OperatorActions(self.store, self.state).retry(self.actor,
+                                                                 self._selected_failed())
+        except Refused as exc:
+            self._message.object = f"Not allowed: {exc}"
+            return
         self._message.object = (f"Sent back to the queue: {', '.join(done)}" if done
                                 else "Nothing to retry")
         self._refresh_store()
