@@ -111,3 +111,64 @@ def test_pages_hand_their_actor_to_the_panel(store, image_id):
     page.image_id = image_id
     assert page.annotations.target_id == image_id
     assert page.annotations._readonly.visible and not page.annotations._writers.visible
+
+
+@pytest.mark.ui
+def test_served_comment_is_text_and_survives_a_restart(tmp_path, browser):
+    from conftest import ServedHome, sign_in
+    from image_factory import SPECS, make_images
+    from playwright.sync_api import expect
+
+    from pipeline.home import Home
+    from pipeline.store import Store
+
+    home = Home.resolve(tmp_path / "home")
+    with Store.open(home) as store:
+        (img,) = make_images(store, home.images, SPECS[:1])
+    # A <script> put in by innerHTML never runs, but an onerror does: both must show as text.
+    attack = '<script>window.__pwned=1</script> <img src=x onerror="window.__pwned=2"> **bold**'
+
+
+    def open_image(server, who):
+        context = browser.new_context(viewport={"width": 1400, "height": 900})
+        sign_in(context, server.url, who)
+        page = context.new_page()
+        page.set_default_timeout(20_000)
+        page.goto(server.url + "/images")
+        page.locator(".image-table .tabulator-row").first.locator(
+            '[tabulator-field="observation"]').click()
+        expect(page.locator(".annotations-title")).to_contain_text(f"image {img}")
+        return context, page
+
+    server = ServedHome(home, "--paused")
+    try:
+        context, page = open_image(server, "vera")
+        page.locator(".comment-body-input textarea").fill(attack)
+        page.locator(".post button").click()
+        thread = page.locator(".annotations-thread")
+        expect(thread).to_contain_text("<script>window.__pwned=1</script>")
+        expect(thread).to_contain_text('<img src=x onerror="window.__pwned=2">')
+        expect(thread.locator("strong")).to_have_text("bold")  # Markdown still renders
+        expect(thread.locator(".who b")).to_have_text("vera")
+        assert thread.locator("script").count() == 0 and thread.locator("img").count() == 0
+        assert page.evaluate("typeof window.__pwned") == "undefined"
+        page.locator(".rating-choice button", has_text="bad").click()
+        page.locator(".rating-note input").fill("stripes")
+        page.locator(".rate button").click()
+        expect(page.locator(".qa-consensus")).to_have_attribute("data-consensus", "bad")
+        context.close()
+    finally:
+        assert server.stop() == 0
+
+    again = ServedHome(home, "--paused")
+    try:
+        context, page = open_image(again, "val")
+        thread = page.locator(".annotations-thread")
+        expect(thread).to_contain_text("<script>window.__pwned=1</script>")
+        expect(thread.locator(".who b")).to_have_text("vera")
+        expect(page.locator(".qa-consensus")).to_have_attribute("data-consensus", "bad")
+        expect(page.locator(".annotations-qa")).to_contain_text("1 bad")
+        assert page.evaluate("typeof window.__pwned") == "undefined"
+        context.close()
+    finally:
+        assert again.stop() == 0
