@@ -16,6 +16,7 @@ from views.gpu_page import GpuPage
 from views.images_page import ImageBrowser
 from views.overview import OverviewPage
 from views.pipeline_page import PipelinePage
+from views.queries_page import QueriesPage
 from views.planned import PlannedPage
 from views.sources_page import SourcesPage
 
@@ -57,10 +58,8 @@ PAGES: tuple[PageSpec, ...] = (
         "Triggers",
         "Rules that run a saved query on a schedule or on new data and act on matches "
         "(alert, export), with their run history.")),
-    PageSpec(slug="queries", title="Saved queries", build=_planned(
-        "Saved queries",
-        "Named filters over sources, images and observations that can be re-run, shared by "
-        "link and used by triggers.")),
+    PageSpec(slug="queries", title="Saved queries",
+             build=lambda store, state, settings: QueriesPage(store=store, state=state)),
     PageSpec(slug="gpu", title="GPU status",
              build=lambda store, state, settings: GpuPage(
                  store=store, state=state, backend_setting=settings.imaging.backend)),
