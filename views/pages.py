@@ -16,8 +16,8 @@ from views.gpu_page import GpuPage
 from views.images_page import ImageBrowser
 from views.overview import OverviewPage
 from views.pipeline_page import PipelinePage
-from views.queries_page import QueriesPage
 from views.planned import PlannedPage
+from views.queries_page import QueriesPage
 from views.sources_page import SourcesPage
 
 
