@@ -172,3 +172,33 @@ def test_served_comment_is_text_and_survives_a_restart(tmp_path, browser):
         context.close()
     finally:
         assert again.stop() == 0
+
+
+def test_tag_filters_on_the_images_and_sources_pages(store, image_id):
+    from views.images_page import ImageBrowser
+    from views.sources_page import SourcesPage
+    other = store.add_image(observation_id="obs1", path="/nowhere/1.fits", mid_mjd=61000.1,
+                            now=T0)
+    store.add_catalog_sources(pd.DataFrame({
+        "name": ["J0001+A", "J0002+B"], "ra_deg": [1.0, 2.0], "dec_deg": [10.0, 10.0],
+        "flux_jy": [1.0, 0.5], "spectral_index": [-0.7] * 2}), now=T0)
+    s1, _s2 = (int(i) for i in store.export_sources(FilterSpec(sort_by="name",
+                                                                 descending=False))["id"])
+    store.add_tag("source", s1, "agn", by="vera")
+    browser = ImageBrowser(store=store, actor=Actor(name="vera", role="viewer"))
+    browser.__panel__()
+    assert list(browser._tag_w.options) == [""]
+    browser.image_id = other
+    browser.annotations._tag_input.value = "Ghost"
+    browser.annotations._on_add_tag()  # a write refreshes the page's tag list
+    assert list(browser._tag_w.options) == ["", "ghost"]
+    browser.tag = "ghost"
+    assert list(browser._rows["id"]) == [other]
+    browser.tag = ""
+    assert sorted(browser._rows["id"]) == sorted([image_id, other])
+    sources = SourcesPage(store=store)
+    sources.__panel__()
+    sources._tag.value = "AGN"
+    assert sources.filter.tag == "AGN" and list(sources._rows["id"]) == [s1]
+    sources._tag.value = "a,b"
+    assert "commas" in sources._filter_error.object
