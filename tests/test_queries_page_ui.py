@@ -4,9 +4,12 @@ visibility a third user opens its link and exactly the expected ones see it."""
 
 from __future__ import annotations
 
+import re
 from datetime import datetime
 
 import pytest
+from conftest import ServedHome, sign_in
+from playwright.sync_api import expect
 
 from pipeline.actor import Actor
 from views.queries_page import QueriesPage, open_link
@@ -66,3 +69,74 @@ def test_names_are_shown_as_text(store):
                      description="a 'quote'")
     shown = queries_html(store.saved_queries(reader="ana"), "ana")
     assert "<script>" not in shown and "&lt;script&gt;" in shown and "a &#x27;quote" in shown
+
+
+def _save_in_browser(pg, name: str, search: str, visibility: str) -> int:
+    """Type a filter and save it under ``name``; returns the new query's id."""
+    pg.locator(".name-search input").fill(search)
+    pg.locator(".name-search input").press("Enter")
+    expect(pg).to_have_url(re.compile(r"filter=.*" + re.escape(search)))  # the URL follows
+    pg.locator(".saved-query-name input").fill(name)
+    pg.locator(".saved-query-name input").press("Enter")
+    pg.locator(".saved-query-visibility button", has_text=visibility).click()
+    pg.locator(".saved-query-save button").click()
+    message = pg.locator(".saved-query-message")
+    expect(message).to_contain_text(f"saved {name} as #")
+    text = pg.locator(".saved-query-message span[data-kind]").inner_text()  # in its shadow root
+    return int(re.search(r"#(\d+)", text).group(1))
+
+
+@pytest.mark.ui
+def test_saved_query_shared_forked_and_opened_by_link_per_visibility(browser, home):
+    server = ServedHome(home, "--paused")
+    contexts = []
+    try:
+        def signed_in(name):
+            ctx = browser.new_context(viewport={"width": 1400, "height": 900})
+            contexts.append(ctx)
+            sign_in(ctx, server.url, name)
+            pg = ctx.new_page()
+            pg.set_default_timeout(20_000)
+            return pg
+
+        vera = signed_in("vera")
+        vera.goto(f"{server.url}/sources")
+        ids = {vis: _save_in_browser(vera, f"{vis} query", f"J{vis}", vis)
+               for vis in ("private", "team", "public")}
+        vera.reload()
+        options = vera.locator(".saved-query-list select option")
+        for vis, qid in ids.items():  # still there after a reload
+            expect(options.filter(has_text=f"#{qid}")).to_have_count(1)
+
+        val = signed_in("val")
+        val.goto(f"{server.url}/sources")
+        listed = val.locator(".saved-query-list select option")
+        expect(listed.filter(has_text=f"#{ids['team']}")).to_have_count(1)
+        expect(listed.filter(has_text=f"#{ids['private']}")).to_have_count(0)
+        val.locator(".saved-query-list select").select_option(
+            label=f"team query (vera, team) #{ids['team']}")
+        val.locator(".saved-query-fork button").click()
+        expect(val.locator(".saved-query-message")).to_contain_text("forked as #")
+        val.locator(".saved-query-run button").click()
+        expect(val.locator(".name-search input")).to_have_value("Jteam")
+        expect(val.locator(".saved-query-message")).to_contain_text("running team query")
+
+        otto = signed_in("otto")
+        for vis, qid in ids.items():
+            otto.goto(f"{server.url}/sources?query={qid}")
+            if vis == "private":
+                expect(otto.locator(".saved-query-message")).to_contain_text(
+                    f"saved query #{qid}: not found")
+                expect(otto.locator(".name-search input")).to_have_value("")
+            else:
+                expect(otto.locator(".name-search input")).to_have_value(f"J{vis}")
+        otto.goto(f"{server.url}/queries")
+        shown = otto.locator(".saved-queries-list")
+        expect(shown.locator(f"tr[data-query-id='{ids['public']}']")).to_have_count(1)
+        expect(shown.locator(f"tr[data-query-id='{ids['private']}']")).to_have_count(0)
+        shown.locator(f"tr[data-query-id='{ids['team']}'] a").click()
+        expect(otto.locator(".name-search input")).to_have_value("Jteam")
+    finally:
+        for ctx in contexts:
+            ctx.close()
+        server.stop()
