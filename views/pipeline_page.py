@@ -9,6 +9,7 @@ import param
 from pipeline.jobs.states import STAGES, STATES
 from pipeline.operator_actions import OperatorActions, Refused
 from views.base import StorePage, on_event
+from views.saved_queries_panel import SavedQueriesPanel
 
 ALL = "all"
 _DONE_STAGES = {spec.to_state: i + 1 for i, spec in enumerate(STAGES)}
@@ -80,9 +81,30 @@ class PipelinePage(StorePage):
             pagination="local", page_size=10, sizing_mode="stretch_width",
             css_classes=["quarantine-table"])
         self._refresh_progress()
+        filters.append(self._build_queries())
         return pn.Column(pn.pane.Markdown("## Pipeline & jobs"), filters, self._table,
                          pn.pane.Markdown("### Quarantined input"), self._quarantine,
                          sizing_mode="stretch_width")
+
+    def _build_queries(self) -> SavedQueriesPanel:
+        """The saved-queries panel over the state and search filters; opens the URL's."""
+        panel = SavedQueriesPanel(store=self.store, actor=self.actor, page="pipeline",
+                                  current_spec=self._query_spec,
+                                  apply_spec=self._apply_query_spec)
+        panel.open_from_url()
+        panel.follow(self, ["state_filter", "search"])
+        self._queries = panel
+        return panel
+
+    def _query_spec(self) -> dict:
+        """The filters as a saved query keeps them (only those set)."""
+        spec = {"state": None if self.state_filter == ALL else self.state_filter,
+                "search": self.search or None}
+        return {k: v for k, v in spec.items() if v is not None}
+
+    def _apply_query_spec(self, spec: dict) -> None:
+        """Filter by a saved spec (a state no longer known is refused by the selector)."""
+        self.param.update(state_filter=spec.get("state") or ALL, search=spec.get("search") or "")
 
     def _selected_failed(self) -> list[str]:
         value = self._table.value
