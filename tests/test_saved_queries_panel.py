@@ -168,3 +168,20 @@ def test_images_page_saves_and_runs_its_filter(store):
     assert got.rms_max == pytest.approx(wanted.rms_max)
     assert abs((got.from_utc - wanted.from_utc).total_seconds()) < 1
     assert abs((got.to_utc - wanted.to_utc).total_seconds()) < 1
+
+
+def test_pipeline_page_saves_and_runs_its_filter(store):
+    from views.pipeline_page import ALL, PipelinePage
+
+    page = PipelinePage(store=store, actor=ANA)
+    page.__panel__()
+    page.param.update(state_filter="failed", search="2026-11")
+    qid = save(page._queries, "failures")
+    assert store.saved_query(qid, reader="ana").spec == {"state": "failed", "search": "2026-11"}
+    page.param.update(state_filter=ALL, search="")
+    assert page._queries.run(qid)
+    assert (page.state_filter, page.search) == ("failed", "2026-11")
+    stale = store.save_query(owner="ana", page="pipeline", name="old", now=T,
+                             spec={"state": "no-such-state"})
+    assert not page._queries.run(stale) and "no-such-state" in page._queries.message()
+    assert (page.state_filter, page.search) == ("failed", "2026-11")
