@@ -81,6 +81,7 @@ def click_glyph(page, renderer: str, x_col: str, y_col: str, i: int) -> None:
         const d = r.data_source.data;
         const sx = view.coordinates.x_scale.compute(d['{x_col}'][i]);
         const sy = view.coordinates.y_scale.compute(d['{y_col}'][i]);
+        view.parent.canvas_view.el.scrollIntoView({{block: "center"}});  // may be below the fold
         const box = view.parent.canvas_view.el.getBoundingClientRect();
         return [box.left + sx, box.top + sy];
     }}""", i)
