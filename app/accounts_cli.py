@@ -12,6 +12,8 @@ import sys
 from datetime import UTC, datetime
 
 from pipeline.accounts import ROLES, AccountError, Accounts
+from pipeline.actor import Actor
+from pipeline.audit_spool import spool_action
 from pipeline.home import Home
 
 
@@ -52,15 +54,19 @@ def cmd_users(args: argparse.Namespace, home: Home) -> int:
         user = accounts.add_user(args.name, role=args.role, password=_password(args, accounts),
                                  now=now)
         print(f"added {user.name} ({user.role}) to {accounts.path}")
+        _audit(home, "users.add", args.name, f"role {user.role}", now)
     elif args.action == "passwd":
         accounts.set_password(args.name, _password(args, accounts))
         print(f"password of {args.name} changed")
+        _audit(home, "users.passwd", args.name, "", now)
     elif args.action == "role":
         accounts.set_role(args.name, args.role)
         print(f"{args.name} is now {args.role}")
+        _audit(home, "users.role", args.name, f"role {args.role}", now)
     elif args.action == "remove":
         accounts.remove_user(args.name)
         print(f"removed {args.name}")
+        _audit(home, "users.remove", args.name, "", now)
     else:
         users = accounts.users()
         for u in users:
@@ -79,9 +85,11 @@ def cmd_apikey(args: argparse.Namespace, home: Home) -> int:
         print(f"key {key.key_id} for {key.name} ({key.role}); keep this token, it is not "
               "shown again:", file=sys.stderr)
         print(token)
+        _audit(home, "apikey.create", key.key_id, f"{key.name} ({key.role})", now)
     elif args.action == "revoke":
         accounts.revoke_api_key(args.key_id, now=now)
         print(f"revoked {args.key_id}")
+        _audit(home, "apikey.revoke", args.key_id, "", now)
     else:
         keys = accounts.api_keys()
         for k in keys:
@@ -91,6 +99,13 @@ def cmd_apikey(args: argparse.Namespace, home: Home) -> int:
         if not keys:
             print(f"no API keys in {accounts.path}")
     return 0
+
+
+def _audit(home: Home, action: str, target: str, detail: str, now: datetime) -> None:
+    # Whoever can run this owns the home's files: the audit names them as a local admin.
+    actor = Actor.notebook()
+    spool_action(home.root, actor, action, target=target, now=now,
+                 detail=f"contimg command line{'; ' + detail if detail else ''}")
 
 
 def _password(args: argparse.Namespace, accounts: Accounts) -> str:

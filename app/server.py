@@ -12,7 +12,7 @@ from pathlib import Path
 
 import panel as pn
 from bokeh.server.server import Server
-from tornado.ioloop import IOLoop
+from tornado.ioloop import IOLoop, PeriodicCallback
 from tornado.web import RedirectHandler
 
 from app.gate import Gate, NotSignedIn
@@ -30,6 +30,7 @@ from app.sessions import SessionFigures
 from app.sign_in import FIRST_ADMIN, AccountsAuthProvider, cookie_secret, ensure_first_admin
 from pipeline.accounts import Accounts
 from pipeline.actor import Actor
+from pipeline.audit_spool import drain_spool
 from pipeline.auth_config import AuthConfig
 from pipeline.errors import ContimgError
 from pipeline.home import Home
@@ -51,6 +52,9 @@ SESSION_THREADS = 4
 #: (Bokeh's default 15 s, checked every 17 s, kept dead pages' memory for half a minute)
 UNUSED_SESSION_LIFETIME_MS = 10_000
 CHECK_UNUSED_SESSIONS_MS = 2_000
+
+#: how often the server moves the command line's spooled audit rows into the store, ms
+AUDIT_DRAIN_MS = 5_000
 
 #: the GIL switch interval of the serving process, seconds (Python's default: 0.005)
 SWITCH_INTERVAL_S = 0.0005
@@ -261,6 +265,11 @@ def serve(home: Home, *, port: int, address: str, config: RunnerConfig,
         raise
     runner.start()
     loop = IOLoop.current()
+    # `contimg users|apikey` spool their audit rows while this process holds the store
+    drain = PeriodicCallback(lambda: drain_spool(home.root, store.record_action),
+                             AUDIT_DRAIN_MS)
+    drain_spool(home.root, store.record_action)
+    drain.start()
 
     def shutdown(signum: int, _frame: object) -> None:
         log.info("signal %d: stopping", signum)
