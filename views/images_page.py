@@ -169,6 +169,8 @@ class ImageBrowser(StorePage):
                                           apply_spec=self._apply_query_spec)
         self._queries.open_from_url()
         self._queries.follow(self, ["time_range", "dec_range", "rms_range", "qa", "tag"])
+        self._range_widgets = dict(zip(("time_range", "dec_range", "rms_range"),
+                                       filters.objects[:3], strict=True))
         return pn.Column(filters, self._queries)
 
     def _query_spec(self) -> dict:
@@ -181,7 +183,7 @@ class ImageBrowser(StorePage):
         return {k: v for k, v in spec.items() if v is not None}
 
     def _apply_query_spec(self, spec: dict) -> None:
-        """Filter by a saved spec (the range widgets keep showing the data's span)."""
+        """Filter by a saved spec, shown in the range widgets (an open end: the data's span)."""
         f = ImageFilter(**spec)
         t0, t1 = (None if m is None else mjd_to_utc(float(m)).to_pydatetime()
                   for m in (f.from_mjd, f.to_mjd))
@@ -191,6 +193,14 @@ class ImageBrowser(StorePage):
 
         def rng(lo, hi, name):
             return None if lo is None and hi is None else _open_range(lo, hi, name)
+        for name, (lo, hi) in (("time_range", (t0, t1)), ("dec_range", (f.dec_min, f.dec_max)),
+                               ("rms_range", tuple(rms))):
+            first = self._initial[name]
+            try:
+                self._range_widgets[name].value = (first[0] if lo is None else lo,
+                                                   first[1] if hi is None else hi)
+            except ValueError:
+                pass  # beyond what the widget can show; the filter below still applies
         self.param.update(time_range=rng(t0, t1, "time_range"),
                           dec_range=rng(f.dec_min, f.dec_max, "dec_range"),
                           rms_range=rng(*rms, "rms_range"),
