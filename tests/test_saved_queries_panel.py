@@ -168,6 +168,8 @@ def test_images_page_saves_and_runs_its_filter(store):
     assert got.rms_max == pytest.approx(wanted.rms_max)
     assert abs((got.from_utc - wanted.from_utc).total_seconds()) < 1
     assert abs((got.to_utc - wanted.to_utc).total_seconds()) < 1
+    assert page._range_widgets["dec_range"].value == (30.0, 40.0)  # the widgets show it
+    assert page._range_widgets["rms_range"].value == pytest.approx((0.0, 2.0))
 
 
 def test_pipeline_page_saves_and_runs_its_filter(store):
