@@ -54,7 +54,6 @@ class GatedHandler(RequestHandler):
                 authorization=self.request.headers.get("Authorization", ""),
                 cookie_user=cookie.decode() if cookie else None)
         except NotSignedIn as exc:
-            self.set_header("WWW-Authenticate", 'Bearer realm="contimg"')
             raise HTTPError(401, reason="Not signed in", log_message=str(exc)) from None
         if not self.actor.may(self.needed_role):
             raise HTTPError(403, reason="Forbidden",
@@ -75,6 +74,8 @@ class GatedHandler(RequestHandler):
         exc = kwargs.get("exc_info", (None, None, None))[1]
         detail = exc.log_message if isinstance(exc, HTTPError) and status_code in (
             401, 403) else None
+        if status_code == 401:
+            self.set_header("WWW-Authenticate", 'Bearer realm="contimg"')
         self.set_header("Content-Type", "application/json")
         self.finish(json.dumps({"error": self._reason, **({"detail": detail}
                                                             if detail else {})}))
