@@ -94,9 +94,30 @@ class Sampler(threading.Thread):
                 self.health_ms.append(float("inf"))
 
 
+BENCH_USER, BENCH_PASSWORD = "bench", "bench-password"
+
+
+def ensure_bench_user(home: Path) -> None:
+    """A viewer the benchmark signs in as (the dashboard asks everyone to sign in)."""
+    from datetime import datetime
+
+    from pipeline.accounts import Accounts
+    accounts = Accounts.of_home(home)
+    if accounts.user(BENCH_USER) is None:
+        accounts.add_user(BENCH_USER, role="viewer", password=BENCH_PASSWORD,
+                          now=datetime(2026, 1, 1))
+
+
+async def sign_in(context, url: str) -> None:
+    """Post the login form in ``context`` (a read-only dashboard answers it with 404)."""
+    await context.request.post(f"{url}/login", max_redirects=0,
+                               form={"username": BENCH_USER, "password": BENCH_PASSWORD})
+
+
 async def one_session(browser, url: str, timeout_ms: int) -> tuple[list[float], int]:
     """Load every page in one fresh context: (seconds per page, pages that failed)."""
     context = await browser.new_context(viewport={"width": 1400, "height": 900})
+    await sign_in(context, url)
     page = await context.new_page()
     times, failed = [], 0
     try:
@@ -166,6 +187,7 @@ def main() -> None:
                         help="a checkout to serve from (e.g. an older commit, to compare)")
     args = parser.parse_args()
     home = demo_home()
+    ensure_bench_user(home)
     port = free_port()
     url = f"http://127.0.0.1:{port}"
     log = open(CACHE / f"serve-{port}.log", "w")  # noqa: SIM115 — closed below
