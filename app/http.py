@@ -3,6 +3,7 @@ and the operator actions of the JSON API; each checks who is asking (app.gate) f
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 from pathlib import Path
@@ -264,6 +265,35 @@ class ActionHandler(GatedHandler):
                 raise HTTPError(404)
         except Refused as exc:
             raise HTTPError(403, reason="Forbidden", log_message=str(exc)) from None
+
+
+class SavedQueriesHandler(GatedHandler):
+    """GET /api/saved-queries[?page=P] and /api/saved-queries/<id>: what the caller may see.
+
+    Visibility is the store's (its SQL): another user's private query answers 404, the
+    same as one that does not exist.
+    """
+
+    def initialize(self, store: Store, gate: Gate | None = None) -> None:
+        """Tornado passes the route's arguments here."""
+        self.store, self.gate = store, gate
+
+    def get(self, query_id: str | None = None) -> None:
+        """One query, or the list, as JSON."""
+        reader = self.actor.reader
+        if query_id is not None:
+            query = self.store.saved_query(int(query_id), reader=reader) if (
+                query_id.isdigit()) else None
+            if query is None:
+                raise HTTPError(404, reason=f"saved query {query_id} not found")
+            self.write({**dataclasses.asdict(query),
+                        "created_utc": query.created_utc.isoformat(),
+                        "updated_utc": query.updated_utc.isoformat()})
+            return
+        page = self.get_argument("page", None)
+        rows = self.store.saved_queries(reader=reader, page=page)
+        self.set_header("Content-Type", "application/json")
+        self.write(rows.to_json(orient="records", date_format="iso"))
 
 
 class AuditHandler(GatedHandler):

@@ -22,6 +22,7 @@ from app.http import (
     HealthHandler,
     ImageFileHandler,
     MetricsHandler,
+    SavedQueriesHandler,
     SourcesExportHandler,
     WhoAmIHandler,
 )
@@ -185,6 +186,8 @@ def make_server(ctx: AppContext, *, port: int, address: str,
         (r"/api/observations/([^/]+)/retry", ActionHandler,
          {"store": store, "state": state, "action": "retry", "gate": gate}),
         (r"/api/audit", AuditHandler, {"store": store, "gate": gate}),
+        (r"/api/saved-queries", SavedQueriesHandler, {"store": store, "gate": gate}),
+        (r"/api/saved-queries/([^/]+)", SavedQueriesHandler, {"store": store, "gate": gate}),
     ]
     origins = [f"{host}:{port}" for host in {address, "localhost", "127.0.0.1"}]
     try:

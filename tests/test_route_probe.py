@@ -23,7 +23,8 @@ from views.pages import PAGES
 pytestmark = pytest.mark.ui
 
 API_GETS = ["/api/whoami", "/api/images/1/fits", "/api/images/1/thumbnail",
-            "/api/sources.csv", "/api/sources.vot", "/api/audit"]
+            "/api/sources.csv", "/api/sources.vot", "/api/audit", "/api/saved-queries",
+            "/api/saved-queries/1"]
 ACTIONS = ["/api/pause", "/api/resume", "/api/observations/x/retry"]
 
 
@@ -248,5 +249,43 @@ def test_oauth_sends_the_browser_to_the_provider(tmp_path):
         assert "client_id=contimg-client-id" in location and "s3cret" not in location
         assert not (home.root / "admin-password").exists()
         assert call(server.url + "/api/whoami")[0] == 401
+    finally:
+        assert server.stop() == 0
+
+
+
+def test_the_api_hands_a_private_query_to_its_owner_only(tmp_path):
+    from pipeline.home import Home
+    home = Home.resolve(tmp_path / "home")
+    home.ensure()
+    ids = {}
+    with Store.open(home) as store:
+        for visibility in ("private", "team", "public"):
+            ids[visibility] = store.save_query(owner="vera", page="sources", now=T0,
+                                               name=f"bright {visibility}",
+                                               spec={"flux_min_jy": 0.1},
+                                               visibility=visibility)
+    write_settings(home, auth={"mode": "password"})
+    server = ServedHome(home, "--paused")
+    try:
+        keys = {name: test_api_key(home, "viewer", name) for name in ("vera", "val")}
+        expected = {"vera": {"private", "team", "public"}, "val": {"team", "public"}}
+        for name, key in keys.items():
+            status, _, body = call(server.url + "/api/saved-queries?page=sources",
+                                   headers=bearer(key))
+            assert status == 200
+            assert {q["visibility"] for q in json.loads(body)} == expected[name]
+            for visibility, query_id in ids.items():
+                status, _, body = call(f"{server.url}/api/saved-queries/{query_id}",
+                                       headers=bearer(key))
+                if visibility in expected[name]:
+                    assert status == 200 and json.loads(body)["spec"] == {"flux_min_jy": 0.1}
+                else:  # another's private query is not there, the same as a missing one
+                    assert status == 404 and "Traceback" not in body
+                    missing = call(f"{server.url}/api/saved-queries/999999",
+                                   headers=bearer(key))
+                    assert missing[0] == 404
+                    assert json.loads(body)["error"] == f"saved query {query_id} not found"
+                    assert json.loads(missing[2])["error"] == "saved query 999999 not found"
     finally:
         assert server.stop() == 0
