@@ -30,6 +30,7 @@ from bench_sessions import (  # noqa: E402
     demo_home,
     ensure_bench_user,
     sign_in,
+    stop_server,
 )
 from conftest import CHROMIUM, CHROMIUM_ARGS, free_port, wait_http  # noqa: E402
 
@@ -74,11 +75,7 @@ def serve_and_time(home: Path, mode: str, original: str, repeats: int) -> dict[s
         asyncio.run(render_times(url, 1))  # imports and caches warm in this server
         return asyncio.run(render_times(url, repeats))
     finally:
-        proc.send_signal(2)
-        try:
-            proc.wait(30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
+        stop_server(proc)
         log.close()
 
 

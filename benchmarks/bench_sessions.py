@@ -59,6 +59,15 @@ def demo_home(cache: Path = CACHE) -> Path:
     return home
 
 
+def stop_server(proc: subprocess.Popen) -> None:
+    """SIGINT, as an operator's Ctrl-C; killed if it has not stopped in 30 s."""
+    proc.send_signal(2)
+    try:
+        proc.wait(30)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+
+
 def rss_mb(pid: int) -> float:
     """Resident memory of a process, MB."""
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
@@ -210,11 +219,7 @@ def main() -> None:
                   f"{r['sessions_after']:>8}", flush=True)
         print(f"load average {os.getloadavg()[0]:.1f} after")
     finally:
-        proc.send_signal(2)
-        try:
-            proc.wait(30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
+        stop_server(proc)
         log.close()
     errors = sum("ProtocolError" in line or "Traceback" in line
                  for line in (CACHE / f"serve-{port}.log").read_text().splitlines())

@@ -115,6 +115,20 @@ def add_observations(store: Store, n: int, *, state: str = "pending", start: dat
     return ids
 
 
+def fail_one_observation(store: Store, home: Home, error: str, *, prefix: str = "bad-") -> str:
+    """One observation whose convert stage really failed and the runner quarantined."""
+    from pipeline.jobs.runner import Runner, RunnerConfig, StageRegistry
+    [bad] = add_observations(store, 1, prefix=prefix)
+
+    def convert(ctx):
+        raise OSError(error)
+
+    reg = StageRegistry()
+    reg.register_stage("convert", convert)
+    Runner(store, home, reg, config=RunnerConfig(max_attempts=1)).run_once()
+    return bad
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

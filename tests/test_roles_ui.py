@@ -5,10 +5,9 @@ from __future__ import annotations
 import json
 
 import pytest
-from conftest import ServedHome, add_observations, sign_in, wait_until
+from conftest import ServedHome, fail_one_observation, sign_in, wait_until
 from playwright.sync_api import expect
 
-from pipeline.jobs.runner import Runner, RunnerConfig, StageRegistry
 from pipeline.store import Store
 
 pytestmark = pytest.mark.ui
@@ -28,16 +27,9 @@ TOGGLE_ACTIVE_JS = FORGE_PAUSE_JS.replace("toggle.active = true;\n    return tog
 
 @pytest.fixture
 def served(home):
-    """Two complete observations and one failed (nothing for the runner to do), unpaused."""
+    """One failed observation (nothing for the runner to do), unpaused."""
     with Store.open(home) as store:
-        [bad] = add_observations(store, 1, prefix="bad-")
-
-        def convert(ctx):
-            raise OSError("sb03: truncated HDF5 file")
-
-        reg = StageRegistry()
-        reg.register_stage("convert", convert)
-        Runner(store, home, reg, config=RunnerConfig(max_attempts=1)).run_once()
+        bad = fail_one_observation(store, home, "sb03: truncated HDF5 file")
     server = ServedHome(home)
     server.bad = bad
     yield server

@@ -11,6 +11,7 @@ from conftest import (
     ViewQueryCounter,
     add_observations,
     counting_store,
+    fail_one_observation,
     sign_in,
     wait_until,
 )
@@ -189,16 +190,8 @@ def test_progress_steps_move_the_bars_without_store_queries(stepping_server, bro
 @pytest.fixture
 def served_with_failure(home):
     """Four pending observations and one the runner quarantined after a real failure."""
-    from pipeline.jobs.runner import RunnerConfig as Config
     with Store.open(home) as store:
-        [bad] = add_observations(store, 1, prefix="bad-")
-
-        def convert(ctx):
-            raise OSError("sb07: truncated HDF5 file")
-
-        reg = StageRegistry()
-        reg.register_stage("convert", convert)
-        Runner(store, home, reg, config=Config(max_attempts=1)).run_once()
+        bad = fail_one_observation(store, home, "sb07: truncated HDF5 file")
         add_observations(store, 4)
         store.add_quarantine(original_path="/in/2026-11-23T12:00:03_sb07.hdf5",
                              quarantine_path="/q/2026-11-23T12:00:03_sb07.hdf5", stage="ingest",
