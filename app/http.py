@@ -1,5 +1,8 @@
-"""Tornado handlers beside the Panel pages: /metrics, /api/health, image files, exports,
-and the operator actions of the JSON API; each checks who is asking (app.gate) first."""
+"""Tornado routes beside the Panel pages; each checks who is asking (app.gate) first.
+
+/metrics, /api/health, image files, catalog exports, saved queries, the audit trail, and
+the operator actions of the JSON API.
+"""
 
 from __future__ import annotations
 

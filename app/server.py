@@ -33,9 +33,9 @@ from pipeline.accounts import Accounts
 from pipeline.actor import Actor
 from pipeline.audit_spool import drain_spool
 from pipeline.auth_config import AuthConfig
+from pipeline.clock import utcnow
 from pipeline.errors import ContimgError
 from pipeline.home import Home
-from pipeline.clock import utcnow
 from pipeline.jobs.default_stages import default_registry
 from pipeline.jobs.runner import Runner, RunnerConfig
 from pipeline.jobs.runner_state import RunnerState

@@ -42,8 +42,10 @@ def spool_action(root: Path, actor: Actor, action: str, *, now: datetime, target
 
 
 def drain_spool(root: Path, record: Any) -> int:
-    """Hand every spooled row to ``record(**row)`` (Store.record_action), then empty the
-    spool; returns how many. A line that does not parse is kept out and named in a log."""
+    """Hand every spooled row to ``record(**row)`` (Store.record_action); returns how many.
+
+    The spool is emptied once every row is recorded.
+    """
     path = Path(root) / SPOOL_FILE
     if not path.exists():
         return 0

@@ -1,5 +1,6 @@
-"""What operators and admins do to the running pipeline, each checked against the actor's
-role here, on the server, and written to the audit trail (allowed or refused).
+"""What operators do to the running pipeline, checked here against the actor's role.
+
+Each action, allowed or refused, is written to the audit trail.
 
 Pages and the JSON API both call these; neither decides by itself who may act, so a
 forged browser event or HTTP call meets the same check as the button.

@@ -105,7 +105,7 @@ def test_saved_query_shared_forked_and_opened_by_link_per_visibility(browser, ho
                for vis in ("private", "team", "public")}
         vera.reload()
         options = vera.locator(".saved-query-list select option")
-        for vis, qid in ids.items():  # still there after a reload
+        for qid in ids.values():  # still there after a reload
             expect(options.filter(has_text=f"#{qid}")).to_have_count(1)
 
         val = signed_in("val")

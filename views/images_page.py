@@ -237,8 +237,8 @@ class ImageBrowser(StorePage):
         rms_w.param.watch(lambda e: self._set_range("rms_range", e.new, rms_w), "value")
         self._initial = {"time_range": time_w.value, "dec_range": dec_w.value,
                          "rms_range": rms_w.value}
-        self._tag_w = pn.widgets.Select.from_param(self.param.tag, name="Tag",
-                                                   options=["", *self.store.tag_counts("image")["tag"]],
+        tags = ["", *self.store.tag_counts("image")["tag"]]
+        self._tag_w = pn.widgets.Select.from_param(self.param.tag, name="Tag", options=tags,
                                                    css_classes=["filter-tag"])
         return pn.Column(time_w, dec_w, rms_w, pn.pane.Markdown("QA"), qa_w, self._tag_w,
                          width=280, css_classes=["image-filters"])

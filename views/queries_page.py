@@ -1,5 +1,7 @@
-"""Saved queries: every query the actor may see, over the sources, images and pipeline pages,
-with a link that opens each on its page, and fork and delete for one's own."""
+"""Saved queries page: every query the actor may see, over every page that saves them.
+
+Each has a link that opens it on its page; fork any, delete one's own.
+"""
 
 from __future__ import annotations
 

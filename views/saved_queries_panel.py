@@ -1,5 +1,6 @@
-"""Saved queries on a page: save the page's filter, list, run, edit, delete and fork queries,
-and keep the filter in the page's URL (``?filter=<json>``; ``?query=<id>`` opens a saved one).
+"""Saved queries on a page: save its filter; list, run, edit, delete and fork queries.
+
+The page's URL keeps the filter (``?filter=<json>``; ``?query=<id>`` opens a saved one).
 
 The component never decides who sees what: the store's queries do (a private query of
 someone else is, for this reader, a query that does not exist). It knows the page only by
@@ -10,7 +11,6 @@ from __future__ import annotations
 
 import html
 import json
-from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import urlencode
