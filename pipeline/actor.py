@@ -12,8 +12,8 @@ from dataclasses import dataclass
 
 from pipeline.accounts import ROLES, role_allows
 
-#: how the actor was identified
-VIAS = ("password", "oauth", "api-key", "read-only", "notebook")
+#: how the actor was identified ("schedule" and "event": a trigger acting for its owner)
+VIAS = ("password", "oauth", "api-key", "read-only", "notebook", "schedule", "event")
 
 
 @dataclass(frozen=True, kw_only=True)
