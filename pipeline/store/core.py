@@ -33,6 +33,7 @@ from pipeline.store.images import ImageQueries
 from pipeline.store.photometry import PhotometryQueries, fill_missing_variability
 from pipeline.store.saved_queries import SavedQueryQueries
 from pipeline.store.sources import SourceQueries
+from pipeline.store.triggers import TriggerQueries
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -90,7 +91,7 @@ _OBS_COLUMNS = ("id, start_utc, mid_mjd, dec_deg, n_subbands, partial, state, at
 
 
 class Store(ImageQueries, SourceQueries, PhotometryQueries, CalibrationFileQueries,
-            AuditQueries, SavedQueryQueries, AnnotationQueries):
+            AuditQueries, SavedQueryQueries, AnnotationQueries, TriggerQueries):
     """Owns the home's DuckDB file; every query the pipeline and views need is a method."""
 
     #: Observation columns a stage may set through StageResult.updates.

@@ -1,0 +1,178 @@
+"""Triggers and their history in the store; the no-pile-up claim is a conditional UPDATE."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from dataclasses import asdict
+from datetime import datetime
+
+import duckdb
+import pandas as pd
+
+from pipeline.triggers.spec import OUTCOMES, Trigger, TriggerError, TriggerSpec
+
+_COLUMNS = ("id, name, kind, cron, time_zone, event_kind, event_params, action, "
+            "action_params, enabled, missed_policy, owner, revision, running_since, "
+            "last_fired_utc, created_utc, updated_utc")
+_SPEC_FIELDS = ("name", "kind", "cron", "time_zone", "event_kind", "event_params", "action",
+                "action_params", "enabled", "missed_policy")
+
+
+def _trigger(row: Sequence) -> Trigger:
+    d = dict(zip(_COLUMNS.split(", "), row, strict=True))
+    spec = TriggerSpec(**{k: (json.loads(d[k]) if k.endswith("_params") else d[k])
+                          for k in _SPEC_FIELDS})
+    return Trigger(id=d["id"], spec=spec, owner=d["owner"], revision=d["revision"],
+                   running_since=d["running_since"], last_fired_utc=d["last_fired_utc"],
+                   created_utc=d["created_utc"], updated_utc=d["updated_utc"])
+
+
+def _values(spec: TriggerSpec) -> list:
+    d = asdict(spec)
+    return [json.dumps(d[k], sort_keys=True) if k.endswith("_params") else d[k]
+            for k in _SPEC_FIELDS]
+
+
+class TriggerQueries:
+    """Mixin of Store: making, editing, listing and claiming triggers; their history."""
+
+    def add_trigger(self, spec: TriggerSpec, *, owner: str, now: datetime) -> int:
+        """Store a new trigger; returns its id (TriggerError on a taken name)."""
+        try:
+            return self._cur.execute(  # type: ignore[attr-defined]
+                f"INSERT INTO triggers ({', '.join(_SPEC_FIELDS)}, owner, created_utc, "
+                f"updated_utc) VALUES ({', '.join('?' * (len(_SPEC_FIELDS) + 3))}) "
+                "RETURNING id", [*_values(spec), owner, now, now]).fetchone()[0]
+        except duckdb.ConstraintException:
+            raise TriggerError("name", f"a trigger named {spec.name!r} exists; choose "
+                               "another name or edit that one") from None
+
+    def update_trigger(self, trigger_id: int, spec: TriggerSpec, *, now: datetime) -> bool:
+        """Replace a trigger's spec (a new revision); False if there is no such trigger."""
+        sets = ", ".join(f"{k} = ?" for k in _SPEC_FIELDS)
+        try:
+            rows = self._cur.execute(  # type: ignore[attr-defined]
+                f"UPDATE triggers SET {sets}, revision = nextval('trigger_revision_seq'), "
+                "updated_utc = ? WHERE id = ? RETURNING id",
+                [*_values(spec), now, int(trigger_id)]).fetchall()
+        except duckdb.ConstraintException:
+            raise TriggerError("name", f"a trigger named {spec.name!r} exists") from None
+        return bool(rows)
+
+    def set_trigger_enabled(self, trigger_id: int, enabled: bool, *, now: datetime) -> bool:
+        """Enable or disable a trigger; False if there is no such trigger."""
+        return bool(self._cur.execute(  # type: ignore[attr-defined]
+            "UPDATE triggers SET enabled = ?, revision = nextval('trigger_revision_seq'), "
+            "updated_utc = ? WHERE id = ? RETURNING id",
+            [bool(enabled), now, int(trigger_id)]).fetchall())
+
+    def delete_trigger(self, trigger_id: int) -> bool:
+        """Delete a trigger (its history stays); False if there was none."""
+        with self._transaction() as cur:  # type: ignore[attr-defined]
+            cur.execute("DELETE FROM trigger_seen WHERE trigger_id = ?", [int(trigger_id)])
+            return bool(cur.execute("DELETE FROM triggers WHERE id = ? RETURNING id",
+                                    [int(trigger_id)]).fetchall())
+
+    def trigger(self, trigger_id: int) -> Trigger | None:
+        """One trigger, or None."""
+        row = self._cur.execute(  # type: ignore[attr-defined]
+            f"SELECT {_COLUMNS} FROM triggers WHERE id = ?", [int(trigger_id)]).fetchone()
+        return None if row is None else _trigger(row)
+
+    def trigger_list(self) -> list[Trigger]:
+        """Every trigger, by name."""
+        return [_trigger(r) for r in self._cur.execute(  # type: ignore[attr-defined]
+            f"SELECT {_COLUMNS} FROM triggers ORDER BY name").fetchall()]
+
+    def trigger_revision(self) -> tuple[int, int]:
+        """(row count, highest revision): changes whenever any trigger is made, edited or
+        deleted, so a poller rereads the rows only then."""
+        return tuple(self._cur.execute(  # type: ignore[attr-defined]
+            "SELECT count(*), coalesce(max(revision), 0) FROM triggers").fetchone())
+
+    def claim_trigger_run(self, trigger_id: int, *, now: datetime) -> bool:
+        """Take the trigger's run claim; False when a run of it is still going."""
+        try:
+            return bool(self._cur.execute(  # type: ignore[attr-defined]
+                "UPDATE triggers SET running_since = ? WHERE id = ? AND running_since IS NULL "
+                "RETURNING id", [now, int(trigger_id)]).fetchall())
+        except duckdb.TransactionException:
+            return False  # another firing claimed it at the same moment
+
+    def release_trigger_run(self, trigger_id: int) -> None:
+        """Drop the trigger's run claim."""
+        self._cur.execute("UPDATE triggers SET running_since = NULL WHERE id = ?",  # type: ignore[attr-defined]
+                          [int(trigger_id)])
+
+    def release_all_trigger_runs(self) -> int:
+        """Drop every run claim (at server start nothing runs); returns how many."""
+        return len(self._cur.execute(  # type: ignore[attr-defined]
+            "UPDATE triggers SET running_since = NULL WHERE running_since IS NOT NULL "
+            "RETURNING id").fetchall())
+
+    def set_trigger_last_fired(self, trigger_id: int, fire_utc: datetime) -> None:
+        """Record the schedule's latest fire time handled (fired, skipped or missed)."""
+        self._cur.execute(  # type: ignore[attr-defined]
+            "UPDATE triggers SET last_fired_utc = ? WHERE id = ?", [fire_utc, int(trigger_id)])
+
+    def add_trigger_history(self, *, trigger_id: int, fired_utc: datetime, fired_by: str,
+                            outcome: str, enqueued: str = "", detail: str = "") -> int:
+        """Append one firing to a trigger's history; returns its id."""
+        if outcome not in OUTCOMES:
+            raise ValueError(f"trigger outcome {outcome!r}: one of {', '.join(OUTCOMES)}")
+        return self._cur.execute(  # type: ignore[attr-defined]
+            "INSERT INTO trigger_history (trigger_id, fired_utc, fired_by, enqueued, outcome, "
+            "detail) VALUES (?, ?, ?, ?, ?, ?) RETURNING id",
+            [int(trigger_id), fired_utc, fired_by, enqueued, outcome, detail]).fetchone()[0]
+
+    def trigger_history(self, *, trigger_id: int | None = None,
+                        limit: int = 200) -> pd.DataFrame:
+        """Firings newest first: id, trigger_id, trigger, fired_utc, fired_by, enqueued,
+        outcome, detail."""
+        return self._df(  # type: ignore[attr-defined]
+            "SELECT h.id, h.trigger_id, t.name AS trigger, h.fired_utc, h.fired_by, "
+            "h.enqueued, h.outcome, h.detail FROM trigger_history h "
+            "LEFT JOIN triggers t ON t.id = h.trigger_id "
+            "WHERE (?::BIGINT IS NULL OR h.trigger_id = ?) "
+            "ORDER BY h.fired_utc DESC, h.id DESC LIMIT ?", [trigger_id, trigger_id, limit])
+
+    # ------------------------------------------------------------- events
+    def event_fingerprint(self) -> tuple:
+        """One row that changes whenever an event a trigger may watch can have happened."""
+        return tuple(self._cur.execute(  # type: ignore[attr-defined]
+            "SELECT (SELECT count(*) FROM observations WHERE state = 'complete'), "
+            "(SELECT max(updated_utc) FROM observations WHERE state = 'complete'), "
+            "(SELECT count(*) FROM caltables), (SELECT max(created_utc) FROM caltables), "
+            "(SELECT count(*) FROM images), (SELECT max(created_utc) FROM images)"
+        ).fetchone())
+
+    def unseen_event_subjects(self, trigger_id: int, event_kind: str, *, since: datetime,
+                              params: dict) -> list[str]:
+        """Subjects of ``event_kind`` newer than ``since`` the trigger has not acted on."""
+        queries = {
+            "observation complete": ("SELECT id FROM observations WHERE state = 'complete' "
+                                     "AND updated_utc >= ?", []),
+            "calibration registered": ("SELECT 'caltable:' || id FROM caltables "
+                                       "WHERE created_utc >= ?", []),
+            "calibration QA failed": ("SELECT 'caltable:' || id FROM caltables "
+                                      "WHERE created_utc >= ? AND NOT qa_passed", []),
+            "image QA failed": ("SELECT 'image:' || id FROM images WHERE created_utc >= ? "
+                                "AND qa_passed = false", []),
+            "new images in strip": ("SELECT 'image:' || id FROM images WHERE created_utc >= ? "
+                                    "AND dec_deg BETWEEN ? AND ?",
+                                    [params.get("dec_min"), params.get("dec_max")]),
+        }
+        sql, extra = queries[event_kind]
+        rows = self._cur.execute(  # type: ignore[attr-defined]
+            f"SELECT s FROM ({sql}) AS e(s) WHERE s NOT IN "
+            "(SELECT subject FROM trigger_seen WHERE trigger_id = ?) ORDER BY s",
+            [since, *extra, int(trigger_id)]).fetchall()
+        return [r[0] for r in rows]
+
+    def mark_event_subjects_seen(self, trigger_id: int, subjects: Sequence[str]) -> None:
+        """Record that the trigger acted on ``subjects`` (so it never fires for them again)."""
+        if subjects:
+            self._cur.execute(  # type: ignore[attr-defined]
+                "INSERT INTO trigger_seen SELECT ?, unnest(?) ON CONFLICT DO NOTHING",
+                [int(trigger_id), list(subjects)])
