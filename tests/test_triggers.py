@@ -1,0 +1,203 @@
+"""Triggers with a real store and scheduler: cron on time (injected clock), events once per
+subject, edits without a restart, no pile-up, missed-fire policies, field-naming errors."""
+
+from __future__ import annotations
+
+import threading
+from datetime import datetime, timedelta
+
+import pytest
+
+from pipeline.store import Store
+from pipeline.triggers.actions import ACTION_FNS
+from pipeline.triggers.firing import fire
+from pipeline.triggers.service import TriggerService
+from pipeline.triggers.spec import TriggerError, TriggerSpec, next_fire_times
+
+T0 = datetime(2026, 3, 1, 12, 0, 20)
+
+
+@pytest.fixture
+def store(tmp_path):
+    with Store.open(tmp_path / "home") as s:
+        yield s
+
+
+@pytest.fixture
+def calls():
+    return []
+
+
+@pytest.fixture
+def service(store, calls):
+    """A started service whose ticks the test drives (autotick off), with a recording
+    reprocess action."""
+    def recording(store, params, actor, now):
+        calls.append((now, actor.via, params))
+        return f"recorded at {now:%H:%M:%S}"
+    svc = TriggerService(store, autotick=False,
+                         actions={**ACTION_FNS, "reprocess": recording})
+    svc.start()
+    yield svc
+    svc.stop()
+
+
+def _cron(store, cron="* * * * *", name="every minute", now=T0, **kw) -> int:
+    return store.add_trigger(TriggerSpec(name=name, kind="cron", cron=cron,
+                                         action="reprocess", **kw), owner="otto", now=now)
+
+
+def _history(store, tid):
+    return store.trigger_history(trigger_id=tid).sort_values("id")
+
+
+def test_cron_every_minute_fires_on_time_across_two_minutes(store, service, calls):
+    tid = _cron(store)
+    service.tick(T0)
+    assert service.next_fire(tid) == datetime(2026, 3, 1, 12, 1)
+    for second in (30, 59):  # not yet due
+        assert service.tick(T0.replace(second=second)) == 0
+    assert service.tick(datetime(2026, 3, 1, 12, 1, 0, 400_000)) == 1
+    assert service.tick(datetime(2026, 3, 1, 12, 1, 30)) == 0
+    assert service.tick(datetime(2026, 3, 1, 12, 2, 1)) == 1
+    assert service.wait_idle()
+    hist = _history(store, tid)
+    assert list(hist.outcome) == ["ok", "ok"]
+    assert list(hist.fired_by) == ["schedule", "schedule"]
+    assert [c[0].minute for c in calls] == [1, 2]
+    assert {c[1] for c in calls} == {"schedule"}
+    assert store.trigger(tid).last_fired_utc == datetime(2026, 3, 1, 12, 2)
+
+
+def test_editing_the_schedule_takes_effect_without_a_restart(store, service):
+    tid = _cron(store, cron="0 * * * *")
+    service.tick(T0)
+    assert service.next_fire(tid) == datetime(2026, 3, 1, 13, 0)
+    spec = store.trigger(tid).spec
+    edited = TriggerSpec(**{**spec.__dict__, "cron": "*/5 * * * *"})
+    store.update_trigger(tid, edited, now=T0 + timedelta(seconds=10))
+    service.tick(T0 + timedelta(seconds=11))
+    assert service.next_fire(tid) == datetime(2026, 3, 1, 12, 5)
+    assert service.tick(datetime(2026, 3, 1, 12, 5, 1)) == 1
+    store.set_trigger_enabled(tid, False, now=datetime(2026, 3, 1, 12, 6))
+    assert service.tick(datetime(2026, 3, 1, 12, 10, 1)) == 0
+    assert service.next_fire(tid) is None
+    assert service.wait_idle()
+    assert len(_history(store, tid)) == 1
+
+
+def test_a_long_action_is_not_started_twice(store, calls):
+    started, release = threading.Event(), threading.Event()
+
+    def slow(store, params, actor, now):
+        calls.append(now)
+        started.set()
+        release.wait(10)
+        return "slow done"
+    svc = TriggerService(store, autotick=False, actions={**ACTION_FNS, "reprocess": slow})
+    svc.start()
+    try:
+        tid = _cron(store)
+        svc.tick(T0)
+        assert svc.tick(datetime(2026, 3, 1, 12, 1, 1)) == 1
+        assert started.wait(10)
+        assert svc.tick(datetime(2026, 3, 1, 12, 2, 1)) == 0  # still running: skipped
+        release.set()
+        assert svc.wait_idle()
+    finally:
+        svc.stop()
+    hist = _history(store, tid)
+    assert list(hist.outcome) == ["skipped", "ok"]
+    assert "still going" in hist.detail.iloc[0]
+    assert len(calls) == 1
+
+
+def test_observation_complete_fires_once_per_observation(store, service, calls):
+    tid = store.add_trigger(TriggerSpec(name="on complete", kind="event",
+                                        event_kind="observation complete",
+                                        action="reprocess"), owner="otto", now=T0)
+    service.tick(T0)
+    for i in range(3):
+        now = T0 + timedelta(minutes=i + 1)
+        store.add_observation(obs_id=f"obs{i}", start_utc=now, mid_mjd=61000.0 + i,
+                              dec_deg=30.0, n_subbands=16, now=now, state="complete")
+        assert service.tick(now) == 1
+        assert service.wait_idle()
+        assert service.tick(now + timedelta(seconds=1)) == 0  # no change, no firing
+    store.add_observation(obs_id="obs-pending", start_utc=T0, mid_mjd=61000.0, dec_deg=30.0,
+                          n_subbands=16, now=T0 + timedelta(minutes=5))
+    assert service.tick(T0 + timedelta(minutes=5)) == 0
+    hist = _history(store, tid)
+    assert list(hist.outcome) == ["ok"] * 3
+    assert set(hist.fired_by) == {"event:observation complete"}
+    assert [c[2]["event_subjects"] for c in calls] == [["obs0"], ["obs1"], ["obs2"]]
+
+
+@pytest.mark.parametrize(("policy", "outcomes"), [("run-once", ["ok"]),
+                                                  ("skip", ["skipped"])])
+def test_missed_fire_times_follow_the_policy(store, calls, policy, outcomes):
+    tid = _cron(store, cron="0 * * * *", missed_policy=policy)
+    store.set_trigger_last_fired(tid, datetime(2026, 3, 1, 13, 0))
+    # the server was down from 13:00 to 17:20: four fire times missed
+    svc = TriggerService(store, autotick=False,
+                         actions={**ACTION_FNS, "reprocess": lambda *a: "ran"})
+    svc.start()
+    try:
+        svc.tick(datetime(2026, 3, 1, 17, 20))
+        assert svc.wait_idle()
+        assert svc.next_fire(tid) == datetime(2026, 3, 1, 18, 0)
+    finally:
+        svc.stop()
+    hist = _history(store, tid)
+    assert list(hist.outcome) == outcomes
+    assert ("4 missed" in hist.detail.iloc[0]) if policy == "run-once" else (
+        "missed 4" in hist.detail.iloc[0])
+
+
+def test_unavailable_actions_are_refused_not_faked(store):
+    for action in ("back up", "build mosaic"):
+        tid = store.add_trigger(TriggerSpec(name=action, kind="manual", action=action),
+                                owner="otto", now=T0)
+        fire(store, store.trigger(tid), fired_by="otto", now=T0)
+        row = _history(store, tid).iloc[-1]
+        assert row.outcome == "skipped"
+        assert "not available yet" in row.detail
+
+
+def test_check_validity_windows_reports_observations_without_a_caltable(store):
+    store.add_observation(obs_id="o1", start_utc=T0, mid_mjd=61000.5, dec_deg=30.0,
+                          n_subbands=16, now=T0)
+    tid = store.add_trigger(TriggerSpec(name="windows", kind="manual",
+                                        action="check validity windows"), owner="otto", now=T0)
+    fire(store, store.trigger(tid), fired_by="otto", now=T0)
+    row = _history(store, tid).iloc[-1]
+    assert row.outcome == "ok"
+    assert "1 without a valid caltable" in row.enqueued
+
+
+def test_next_five_fire_times_in_the_trigger_time_zone():
+    times = next_fire_times("0 3 * * *", "America/Los_Angeles", datetime(2026, 3, 6), 5)
+    assert times[0] == datetime(2026, 3, 6, 11, 0)       # 03:00 PST = 11:00 UTC
+    assert times[-1] == datetime(2026, 3, 10, 10, 0)     # 03:00 PDT after 8 March
+
+
+@pytest.mark.parametrize(("kw", "field", "match"), [
+    (dict(kind="cron", cron="61 * * * *"), "cron", "not a valid cron"),
+    (dict(kind="cron", cron="* * *"), "cron", "five fields"),
+    (dict(kind="cron", cron="* * * * *", time_zone="Mars/Olympus"), "time zone", "Mars"),
+    (dict(kind="event", event_kind="solar flare"), "event", "solar flare"),
+    (dict(kind="event", event_kind="new images in strip", event_params={"n": 3}),
+     "event parameters", "dec_min"),
+    (dict(kind="manual", missed_policy="sometimes"), "missed-fire policy", "sometimes"),
+])
+def test_bad_specs_name_the_field(kw, field, match):
+    with pytest.raises(TriggerError, match=match) as info:
+        TriggerSpec(name="x", action="reprocess", **kw)
+    assert info.value.field == field
+    assert str(info.value).startswith(field)
+
+
+def test_names_are_unique(store):
+    _cron(store)
+    with pytest.raises(TriggerError, match="exists"):
+        _cron(store)
