@@ -41,6 +41,7 @@ from pipeline.jobs.runner import Runner, RunnerConfig
 from pipeline.jobs.runner_state import RunnerState
 from pipeline.settings import Settings, load_settings
 from pipeline.store import Store
+from pipeline.triggers.service import TriggerService
 from views.base import StorePage
 from views.pages import PAGES, PageSpec
 
@@ -267,6 +268,8 @@ def serve(home: Home, *, port: int, address: str, config: RunnerConfig,
         store.close()
         raise
     runner.start()
+    triggers = TriggerService(store)
+    triggers.start()
     loop = IOLoop.current()
     # `contimg users|apikey` spool their audit rows while this process holds the store
     drain = PeriodicCallback(lambda: drain_spool(home.root, store.record_action),
@@ -285,6 +288,7 @@ def serve(home: Home, *, port: int, address: str, config: RunnerConfig,
     try:
         loop.start()
     finally:
+        triggers.stop(wait=True)
         runner.stop(wait=True)
         server.stop()
         store.close()

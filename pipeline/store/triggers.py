@@ -86,8 +86,11 @@ class TriggerQueries:
             f"SELECT {_COLUMNS} FROM triggers ORDER BY name").fetchall()]
 
     def trigger_revision(self) -> tuple[int, int]:
-        """(row count, highest revision): changes whenever any trigger is made, edited or
-        deleted, so a poller rereads the rows only then."""
+        """(row count, highest revision) of the triggers.
+
+        It changes whenever any trigger is made, edited or deleted, so a poller rereads
+        the rows only then.
+        """
         return tuple(self._cur.execute(  # type: ignore[attr-defined]
             "SELECT count(*), coalesce(max(revision), 0) FROM triggers").fetchone())
 
@@ -128,8 +131,10 @@ class TriggerQueries:
 
     def trigger_history(self, *, trigger_id: int | None = None,
                         limit: int = 200) -> pd.DataFrame:
-        """Firings newest first: id, trigger_id, trigger, fired_utc, fired_by, enqueued,
-        outcome, detail."""
+        """Firings newest first.
+
+        Columns: id, trigger_id, trigger, fired_utc, fired_by, enqueued, outcome, detail.
+        """
         return self._df(  # type: ignore[attr-defined]
             "SELECT h.id, h.trigger_id, t.name AS trigger, h.fired_utc, h.fired_by, "
             "h.enqueued, h.outcome, h.detail FROM trigger_history h "

@@ -1,5 +1,8 @@
-"""What a trigger does when it fires: each action takes the store, its parameters, the actor
-and the time, and returns one line saying what it enqueued or did."""
+"""What a trigger does when it fires.
+
+Each action takes the store, its parameters, the actor and the time, and returns one line
+saying what it enqueued or did.
+"""
 
 from __future__ import annotations
 

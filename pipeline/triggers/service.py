@@ -205,8 +205,11 @@ class TriggerService:
 
 def _due_times(expr: str, time_zone: str, after: datetime, now: datetime,
                limit: int = 1000) -> list[datetime]:
-    """Fire times in (after, now], oldest first; past ``limit`` only the latest is added
-    (a week of minutes missed is still one run-once)."""
+    """Fire times in (after, now], oldest first.
+
+    Past ``limit`` only the latest is added (a week of minutes missed is still one
+    run-once).
+    """
     out: list[datetime] = []
     cursor = after
     while len(out) < limit:
