@@ -22,6 +22,10 @@ ACTION_ROLES = {
     "pause": "operator",
     "resume": "operator",
     "retry": "operator",
+    "trigger.save": "operator",
+    "trigger.enable": "operator",
+    "trigger.fire": "operator",
+    "trigger.delete": "operator",
     "page.open": "viewer",
     "audit.view": "admin",
 }

@@ -19,6 +19,7 @@ from views.pipeline_page import PipelinePage
 from views.planned import PlannedPage
 from views.queries_page import QueriesPage
 from views.sources_page import SourcesPage
+from views.triggers_page import TriggersPage
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -54,10 +55,8 @@ PAGES: tuple[PageSpec, ...] = (
         "Mosaics",
         "Quicklook (10 images), science (100) and deep (1000) mosaics, their coverage and "
         "noise.")),
-    PageSpec(slug="triggers", title="Triggers", build=_planned(
-        "Triggers",
-        "Rules that run a saved query on a schedule or on new data and act on matches "
-        "(alert, export), with their run history.")),
+    PageSpec(slug="triggers", title="Triggers",
+             build=lambda store, state, settings: TriggersPage(store=store, state=state)),
     PageSpec(slug="queries", title="Saved queries",
              build=lambda store, state, settings: QueriesPage(store=store, state=state)),
     PageSpec(slug="gpu", title="GPU status",
