@@ -201,3 +201,25 @@ def test_names_are_unique(store):
     _cron(store)
     with pytest.raises(TriggerError, match="exists"):
         _cron(store)
+
+
+def test_strip_and_qa_events_fire_on_their_subjects_only(store, service, calls):
+    strip = store.add_trigger(TriggerSpec(
+        name="strip", kind="event", event_kind="new images in strip", action="reprocess",
+        event_params={"dec_min": 20, "dec_max": 40, "n": 2}), owner="otto", now=T0)
+    qa = store.add_trigger(TriggerSpec(name="bad image", kind="event",
+                                       event_kind="image QA failed", action="reprocess"),
+                           owner="otto", now=T0)
+    service.tick(T0)
+    for i, (dec, passed) in enumerate([(30.0, True), (60.0, False), (35.0, False)]):
+        now = T0 + timedelta(minutes=i + 1)
+        store.add_observation(obs_id=f"i{i}", start_utc=now, mid_mjd=61000.0 + i,
+                              dec_deg=dec, n_subbands=16, now=now)
+        store.add_image(observation_id=f"i{i}", path=f"/img/{i}.fits", mid_mjd=61000.0 + i,
+                        now=now, dec_deg=dec, qa_passed=passed)
+        service.tick(now)
+        assert service.wait_idle()
+    assert len(_history(store, strip)) == 1  # the 2nd image in the strip, not the 60° one
+    assert len(_history(store, qa)) == 2
+    subjects = sorted(len(c[2]["event_subjects"]) for c in calls)
+    assert subjects == [1, 1, 2]

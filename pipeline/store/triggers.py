@@ -85,6 +85,19 @@ class TriggerQueries:
         return [_trigger(r) for r in self._cur.execute(  # type: ignore[attr-defined]
             f"SELECT {_COLUMNS} FROM triggers ORDER BY name").fetchall()]
 
+    def trigger_revisions(self) -> dict[int, int]:
+        """Each trigger's id and revision (cheap: the service rereads only changed rows)."""
+        return dict(self._cur.execute(  # type: ignore[attr-defined]
+            "SELECT id, revision FROM triggers").fetchall())
+
+    def triggers_by_id(self, ids: Sequence[int]) -> list[Trigger]:
+        """The triggers with these ids (missing ones left out)."""
+        if not ids:
+            return []
+        return [_trigger(r) for r in self._cur.execute(  # type: ignore[attr-defined]
+            f"SELECT {_COLUMNS} FROM triggers WHERE list_contains(?, id)",
+            [[int(i) for i in ids]]).fetchall()]
+
     def trigger_revision(self) -> tuple[int, int]:
         """(row count, highest revision) of the triggers.
 
@@ -152,28 +165,40 @@ class TriggerQueries:
             "(SELECT count(*) FROM images), (SELECT max(created_utc) FROM images)"
         ).fetchone())
 
-    def unseen_event_subjects(self, trigger_id: int, event_kind: str, *, since: datetime,
-                              params: dict) -> list[str]:
-        """Subjects of ``event_kind`` newer than ``since`` the trigger has not acted on."""
-        queries = {
-            "observation complete": ("SELECT id FROM observations WHERE state = 'complete' "
-                                     "AND updated_utc >= ?", []),
-            "calibration registered": ("SELECT 'caltable:' || id FROM caltables "
-                                       "WHERE created_utc >= ?", []),
-            "calibration QA failed": ("SELECT 'caltable:' || id FROM caltables "
-                                      "WHERE created_utc >= ? AND NOT qa_passed", []),
-            "image QA failed": ("SELECT 'image:' || id FROM images WHERE created_utc >= ? "
-                                "AND qa_passed = false", []),
-            "new images in strip": ("SELECT 'image:' || id FROM images WHERE created_utc >= ? "
-                                    "AND dec_deg BETWEEN ? AND ?",
-                                    [params.get("dec_min"), params.get("dec_max")]),
+    def unseen_event_subjects_many(self, event_kind: str, watchers: Sequence[tuple]
+                                   ) -> dict[int, list[str]]:
+        """Subjects of ``event_kind`` each trigger has not acted on yet, in one query.
+
+        ``watchers``: (trigger_id, since, dec_min, dec_max) each (the strip bounds only for
+        "new images in strip"). Returns the unseen subjects by trigger id, sorted; triggers
+        with none are left out.
+        """
+        if not watchers:
+            return {}
+        sources = {
+            "observation complete": "SELECT id AS s, updated_utc AS t, NULL AS dec "
+                                    "FROM observations WHERE state = 'complete'",
+            "calibration registered": "SELECT 'caltable:' || id, created_utc, NULL "
+                                      "FROM caltables",
+            "calibration QA failed": "SELECT 'caltable:' || id, created_utc, NULL "
+                                     "FROM caltables WHERE NOT qa_passed",
+            "image QA failed": "SELECT 'image:' || id, created_utc, NULL FROM images "
+                               "WHERE qa_passed = false",
+            "new images in strip": "SELECT 'image:' || id, created_utc, dec_deg FROM images",
         }
-        sql, extra = queries[event_kind]
+        cols = [list(c) for c in zip(*watchers, strict=True)]
         rows = self._cur.execute(  # type: ignore[attr-defined]
-            f"SELECT s FROM ({sql}) AS e(s) WHERE s NOT IN "
-            "(SELECT subject FROM trigger_seen WHERE trigger_id = ?) ORDER BY s",
-            [since, *extra, int(trigger_id)]).fetchall()
-        return [r[0] for r in rows]
+            "WITH w AS (SELECT unnest(?::BIGINT[]) AS tid, unnest(?::TIMESTAMP[]) AS since, "
+            "unnest(?::DOUBLE[]) AS lo, unnest(?::DOUBLE[]) AS hi), "
+            f"e(s, t, dec) AS ({sources[event_kind]}) "
+            "SELECT w.tid, e.s FROM w JOIN e ON e.t >= w.since "
+            "AND (w.lo IS NULL OR e.dec BETWEEN w.lo AND w.hi) "
+            "ANTI JOIN trigger_seen ts ON ts.trigger_id = w.tid AND ts.subject = e.s "
+            "ORDER BY w.tid, e.s", cols).fetchall()
+        out: dict[int, list[str]] = {}
+        for tid, subject in rows:
+            out.setdefault(int(tid), []).append(str(subject))
+        return out
 
     def mark_event_subjects_seen(self, trigger_id: int, subjects: Sequence[str]) -> None:
         """Record that the trigger acted on ``subjects`` (so it never fires for them again)."""

@@ -39,6 +39,14 @@ ON_TIME_GRACE = timedelta(seconds=30)
 class _Plan:
     trigger: Trigger
     after: datetime  # fire times after this one are still to be handled
+    next_due: datetime | None = None  # the first of them (cron), worked out once
+
+
+def _plan(trigger: Trigger, after: datetime) -> _Plan:
+    spec = trigger.spec
+    due = (next_fire_times(spec.cron, spec.time_zone, after, 1)[0] if spec.kind == "cron"
+           else None)
+    return _Plan(trigger=trigger, after=after, next_due=due)
 
 
 class TriggerService:
@@ -52,6 +60,8 @@ class TriggerService:
         self._scheduler: BackgroundScheduler | None = None
         self._plans: dict[int, _Plan] = {}
         self._revision: tuple | None = None
+        self._known: dict[int, int] = {}  # every trigger row's revision, as last read
+        self._started_sync = False  # whether the first read (at start) is done
         self._fingerprint: tuple | None = None
         self._events_pending = False
         self._lock = threading.Lock()  # one tick at a time (APScheduler's and a test's)
@@ -101,45 +111,44 @@ class TriggerService:
     def next_fire(self, trigger_id: int) -> datetime | None:
         """When the service will next fire a cron trigger (None: not scheduled)."""
         plan = self._plans.get(trigger_id)
-        if plan is None or plan.trigger.spec.kind != "cron":
-            return None
-        return next_fire_times(plan.trigger.spec.cron, plan.trigger.spec.time_zone,
-                               plan.after, 1)[0]
+        return None if plan is None else plan.next_due
 
     def _sync(self, now: datetime) -> None:
         revision = self.store.trigger_revision()
         if revision == self._revision:
             return
         self._revision = revision
-        plans = {}
-        for trig in self.store.trigger_list():
+        revisions = self.store.trigger_revisions()
+        changed = [tid for tid, rev in revisions.items() if self._known.get(tid) != rev]
+        self._known = revisions
+        plans = {tid: plan for tid, plan in self._plans.items()
+                 if revisions.get(tid) == plan.trigger.revision}
+        for trig in self.store.triggers_by_id(changed):
+            plans.pop(trig.id, None)
             if not trig.spec.enabled or trig.spec.kind == "manual":
                 continue
-            old = self._plans.get(trig.id)
-            if old is not None and old.trigger.revision == trig.revision:
-                plans[trig.id] = _Plan(trigger=trig, after=old.after)
-            elif old is not None or trig.last_fired_utc is None:
+            if self._started_sync or trig.last_fired_utc is None:
                 # new or edited while running: its schedule starts at the edit
-                plans[trig.id] = _Plan(trigger=trig, after=max(
-                    trig.updated_utc, trig.last_fired_utc or trig.updated_utc))
+                after = max(trig.updated_utc, trig.last_fired_utc or trig.updated_utc)
             else:
                 # known from before this start: fire times since the last one were missed
-                plans[trig.id] = _Plan(trigger=trig, after=max(trig.last_fired_utc,
-                                                               trig.updated_utc))
+                after = max(trig.last_fired_utc, trig.updated_utc)
+            plans[trig.id] = _plan(trig, after)
         self._plans = plans
+        self._started_sync = True
         self._events_pending = True
 
     def _due_cron(self, now: datetime) -> int:
         started = 0
         for tid, plan in list(self._plans.items()):
             spec = plan.trigger.spec
-            if spec.kind != "cron":
-                continue
+            if spec.kind != "cron" or plan.next_due is None or plan.next_due > now:
+                continue  # the common case: one comparison per cron trigger per tick
             due = _due_times(spec.cron, spec.time_zone, plan.after, now)
             if not due:
                 continue
             latest = due[-1]
-            self._plans[tid] = _Plan(trigger=plan.trigger, after=latest)
+            self._plans[tid] = _plan(plan.trigger, latest)
             self.store.set_trigger_last_fired(tid, latest)
             missed = due[:-1]
             on_time = now - latest <= ON_TIME_GRACE
@@ -162,23 +171,25 @@ class TriggerService:
         if fingerprint == self._fingerprint and not self._events_pending:
             return 0  # nothing any event trigger watches has changed: one query per tick
         self._fingerprint, self._events_pending = fingerprint, False
+        watching: dict[str, list[Trigger]] = {}
+        for plan in self._plans.values():
+            if plan.trigger.spec.kind == "event":
+                watching.setdefault(plan.trigger.spec.event_kind, []).append(plan.trigger)
         started = 0
-        for plan in list(self._plans.values()):
-            trig = plan.trigger
-            if trig.spec.kind != "event":
-                continue
-            subjects = self.store.unseen_event_subjects(
-                trig.id, trig.spec.event_kind, since=trig.created_utc,
-                params=trig.spec.event_params)
-            need = int(trig.spec.event_params.get("n", 1))
-            if len(subjects) < need:
-                continue
-            if not self.store.claim_trigger_run(trig.id, now=now):
-                self._events_pending = True  # fire them once the running one ends
-                continue
-            self.store.mark_event_subjects_seen(trig.id, subjects)
-            started += self._dispatch(trig, f"event:{trig.spec.event_kind}", now,
-                                      extra={"event_subjects": subjects}, claimed=True)
+        for kind, triggers in watching.items():  # one query per event kind
+            found = self.store.unseen_event_subjects_many(kind, [
+                (t.id, t.created_utc, t.spec.event_params.get("dec_min"),
+                 t.spec.event_params.get("dec_max")) for t in triggers])
+            for trig in triggers:
+                subjects = found.get(trig.id, [])
+                if len(subjects) < int(trig.spec.event_params.get("n", 1)) or not subjects:
+                    continue
+                if not self.store.claim_trigger_run(trig.id, now=now):
+                    self._events_pending = True  # fire them once the running one ends
+                    continue
+                self.store.mark_event_subjects_seen(trig.id, subjects)
+                started += self._dispatch(trig, f"event:{kind}", now,
+                                          extra={"event_subjects": subjects}, claimed=True)
         return started
 
     def _dispatch(self, trig: Trigger, fired_by: str, now: datetime, *, note: str = "",
