@@ -223,3 +223,20 @@ def test_strip_and_qa_events_fire_on_their_subjects_only(store, service, calls):
     assert len(_history(store, qa)) == 2
     subjects = sorted(len(c[2]["event_subjects"]) for c in calls)
     assert subjects == [1, 1, 2]
+
+
+def test_events_while_disabled_do_not_fire_on_enabling(store, service, calls):
+    tid = store.add_trigger(TriggerSpec(name="on complete", kind="event",
+                                        event_kind="observation complete",
+                                        action="reprocess", enabled=False),
+                            owner="otto", now=T0)
+    store.add_observation(obs_id="while-off", start_utc=T0, mid_mjd=61000.0, dec_deg=30.0,
+                          n_subbands=16, now=T0 + timedelta(minutes=1), state="complete")
+    assert service.tick(T0 + timedelta(minutes=1)) == 0
+    store.set_trigger_enabled(tid, True, now=T0 + timedelta(minutes=2))
+    assert service.tick(T0 + timedelta(minutes=2)) == 0
+    store.add_observation(obs_id="while-on", start_utc=T0, mid_mjd=61000.0, dec_deg=30.0,
+                          n_subbands=16, now=T0 + timedelta(minutes=3), state="complete")
+    assert service.tick(T0 + timedelta(minutes=3)) == 1
+    assert service.wait_idle()
+    assert [c[2]["event_subjects"] for c in calls] == [["while-on"]]

@@ -176,9 +176,11 @@ class TriggerService:
             if plan.trigger.spec.kind == "event":
                 watching.setdefault(plan.trigger.spec.event_kind, []).append(plan.trigger)
         started = 0
+        # Events count from the trigger's last edit or enabling: what happened while it
+        # was disabled, or before it was made, does not fire it.
         for kind, triggers in watching.items():  # one query per event kind
             found = self.store.unseen_event_subjects_many(kind, [
-                (t.id, t.created_utc, t.spec.event_params.get("dec_min"),
+                (t.id, t.updated_utc, t.spec.event_params.get("dec_min"),
                  t.spec.event_params.get("dec_max")) for t in triggers])
             for trig in triggers:
                 subjects = found.get(trig.id, [])
