@@ -240,3 +240,18 @@ def test_events_while_disabled_do_not_fire_on_enabling(store, service, calls):
     assert service.tick(T0 + timedelta(minutes=3)) == 1
     assert service.wait_idle()
     assert [c[2]["event_subjects"] for c in calls] == [["while-on"]]
+
+
+@pytest.mark.parametrize(("params", "match"), [
+    ({"from_utc": "2026-03-01T00:00:00"}, "needs a 'stage'"),
+    ({"stage": "image"}, "needs a selection"),
+])
+def test_a_reprocess_trigger_without_stage_or_selection_fails_with_a_history_row(
+        store, params, match):
+    tid = store.add_trigger(TriggerSpec(name="redo", kind="manual", action="reprocess",
+                                        action_params=params), owner="otto", now=T0)
+    fire(store, store.trigger(tid), fired_by="otto", now=T0)
+    row = _history(store, tid).iloc[-1]
+    assert row.outcome == "failed"
+    assert "action parameters" in row.detail and match in row.detail
+    assert store.trigger(tid).running_since is None  # the claim is released

@@ -28,23 +28,57 @@ class ActionUnavailable(ContimgError):
 
 
 def reprocess_action(store: Store, params: dict[str, Any], actor: Actor, now: datetime) -> str:
-    """Hand a reprocess request to ``pipeline.reprocess`` when that package is present.
+    """Launch a reprocess run through ``pipeline.reprocess`` when that package is present.
 
-    ``params``: a selection (``from_utc``/``to_utc``, ``saved_query``, ``dec_min``/
-    ``dec_max``, ``state``), ``stage`` to restart from, optional ``overrides``. The package
-    is imported lazily so triggers work before it exists: its ``launch_from_trigger(store,
-    params, actor=..., now=...) -> str`` does the enqueuing; without it the line returned
-    says what would have been enqueued and that nothing was.
+    ``params``: ``stage`` to restart from (convert, calibrate, image, measure), a selection
+    (``from_utc``/``to_utc`` ISO times, ``dec_min``/``dec_max``, ``states``,
+    ``saved_query`` id; an event's observation ids when none is given), optional
+    ``overrides``. Imported lazily so triggers work before that package exists: without
+    it the line returned says what would have been enqueued and that nothing was.
     """
+    stage = params.get("stage")
+    if not stage:
+        raise ValueError("action parameters: reprocess needs a 'stage' to restart from")
+    if not any(params.get(k) for k in _SELECTING) and not _event_ids(params):
+        raise ValueError("action parameters: reprocess needs a selection (from_utc/to_utc, "
+                         "dec_min/dec_max, states, saved_query) or an observation event")
     try:
         reprocess = importlib.import_module("pipeline.reprocess")
+        selection_type = importlib.import_module("pipeline.store.reprocess").Selection
     except ImportError:
         reprocess = None
-    launch = getattr(reprocess, "launch_from_trigger", None)
-    if launch is not None:
-        return str(launch(store, params, actor=actor, now=now))
-    what = ", ".join(f"{k}={v}" for k, v in sorted(params.items())) or "no selection"
-    return f"would reprocess ({what}); nothing enqueued: pipeline.reprocess has no launcher"
+    if reprocess is None or not hasattr(reprocess, "Reprocessor"):
+        what = ", ".join(f"{k}={v}" for k, v in sorted(params.items())) or "no selection"
+        return f"would reprocess ({what}); nothing enqueued: pipeline.reprocess is not there"
+    selection = _selection(store, params, actor, reprocess, selection_type)
+    from pipeline.jobs.runner_state import RunnerState
+    from pipeline.operator_actions import OperatorActions
+    runner = reprocess.Reprocessor(store, OperatorActions(store, RunnerState()),
+                                   clock=lambda: now)
+    run_id, n = runner.launch(actor, selection, stage, params.get("overrides") or {})
+    return f"reprocess run #{run_id}: {n} observation(s) from {stage}"
+
+
+def _selection(store: Store, params: dict[str, Any], actor: Actor, reprocess: Any,
+               selection_type: type) -> Any:
+    """The reprocess selection a trigger's parameters describe."""
+    if params.get("saved_query") is not None:
+        return reprocess.selection_from_saved_query(store, int(params["saved_query"]),
+                                                    reader=actor.reader)
+    when = {k: datetime.fromisoformat(params[k]) for k in ("from_utc", "to_utc")
+            if params.get(k)}
+    dec = {k: float(params[k]) for k in ("dec_min", "dec_max") if params.get(k) is not None}
+    states = tuple(params.get("states") or ())
+    return selection_type(**when, **dec, states=states, ids=_event_ids(params))
+
+
+#: the parameters that select observations for a reprocess
+_SELECTING = ("from_utc", "to_utc", "dec_min", "dec_max", "states", "saved_query")
+
+
+def _event_ids(params: dict[str, Any]) -> tuple[str, ...]:
+    """The observation ids of an event's subjects (caltables and images are not)."""
+    return tuple(s for s in params.get("event_subjects") or () if ":" not in s)
 
 
 def check_validity_windows(store: Store, params: dict[str, Any], actor: Actor,
