@@ -113,18 +113,34 @@ def fill_variability(cur) -> float:
     return time.perf_counter() - t
 
 
+#: The lightcurve query as it was before (sorted by DuckDB, converted by ``.df()``): the
+#: peer ``time_lightcurves`` times alternately with ``Store.lightcurve``.
+REFERENCE_LIGHTCURVE = ("SELECT mjd, flux_jy, flux_err_jy, snr, forced, image_id FROM photometry "
+                        "WHERE source_id = {sid} ORDER BY mjd, image_id")
+
+
 def time_lightcurves(store: Store, ids: np.ndarray, label: str) -> None:
-    """Print lightcurve p50/p95 over ``ids``."""
-    store.lightcurve(int(ids[0]))  # warm the cache
-    times, sizes = [], []
+    """Print lightcurve p50/p95 over ``ids``: ``Store.lightcurve`` and, query by query in
+    turn with it (a ratio under the same load), the reference query."""
+    ways = {"lightcurve": lambda sid: store.lightcurve(sid),
+            "reference": lambda sid: store._cur.execute(
+                REFERENCE_LIGHTCURVE.format(sid=sid)).df()}
+    for way in ways.values():
+        way(int(ids[0]))  # warm the cache
+    times = {name: [] for name in ways}
+    sizes = []
     for sid in ids:
-        t = time.perf_counter()
-        lc = store.lightcurve(int(sid))
-        times.append(time.perf_counter() - t)
+        for name, way in ways.items():
+            t = time.perf_counter()
+            lc = way(int(sid))
+            times[name].append(time.perf_counter() - t)
         sizes.append(len(lc))
-    print(f"lightcurve {label}: p50 {pct(times, 50):.1f} ms, p95 {pct(times, 95):.1f} ms "
-          f"(target p95 ≤ 5 ms), {np.mean(sizes):.0f} points per source, {len(ids)} queries",
-          flush=True)
+    new, ref = times["lightcurve"], times["reference"]
+    print(f"lightcurve {label}: p50 {pct(new, 50):.1f} ms, p95 {pct(new, 95):.1f} ms "
+          f"(target p95 ≤ 5 ms); reference query p50 {pct(ref, 50):.1f} ms, p95 "
+          f"{pct(ref, 95):.1f} ms (median ratio {np.median(ref) / np.median(new):.2f}×); "
+          f"{np.mean(sizes):.0f} points per source, {len(ids)} queries, load "
+          f"{os.getloadavg()[0]:.1f}", flush=True)
 
 
 def time_records(store: Store, n_rows: int, next_image: int, *, repeats: int = 5) -> int:

@@ -13,6 +13,7 @@ import math
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass, fields
 
+import numpy as np
 import pandas as pd
 
 from pipeline.errors import ContimgError
@@ -293,9 +294,16 @@ class SourceQueries:
         """One source's measurements by time: mjd, flux_jy, flux_err_jy, snr, forced, image_id."""
         # The id is inlined (it is an int) so the planner sees a constant and prunes row
         # groups by their source_id min/max; a bound parameter is planned before its value.
-        return self._cur.execute(
+        # The few hundred rows are put in time order here and come back through numpy, not
+        # .df(): DuckDB's sort is a pipeline of its own, and on two busy cores each
+        # pipeline and the pandas conversion cost more than the scan of a day's unsorted
+        # row groups (benchmarks/bench_photometry.py prints both ways).
+        data = self._cur.execute(
             f"SELECT {', '.join(LIGHTCURVE_COLUMNS)} FROM photometry "
-            f"WHERE source_id = {int(source_id)} ORDER BY mjd, image_id").df()
+            f"WHERE source_id = {int(source_id)}").fetchnumpy()
+        frame = pd.DataFrame({c: data[c] for c in LIGHTCURVE_COLUMNS})
+        order = np.lexsort((frame["image_id"].to_numpy(), frame["mjd"].to_numpy()))
+        return frame.take(order).reset_index(drop=True)
 
     def eta_v_points(self, spec: FilterSpec | None = None, *, limit: int = 100_000
                      ) -> pd.DataFrame:
