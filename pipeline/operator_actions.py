@@ -26,6 +26,8 @@ ACTION_ROLES = {
     "trigger.enable": "operator",
     "trigger.fire": "operator",
     "trigger.delete": "operator",
+    "reprocess": "operator",
+    "cancel": "operator",
     "page.open": "viewer",
     "audit.view": "admin",
 }

@@ -241,7 +241,11 @@ def image_stage(ctx: StageContext) -> StageResult:
         raise ImagingInputError(obs.id, "has no Measurement Set; convert and calibrate it first")
     config: ImagingConfig = ctx.inputs.get("config") or DEFAULT_CONFIG
     safe = _UNSAFE.sub("_", obs.id)
-    products, _ = image_ms(Path(obs.ms_path), ctx.home.images / safe, name=safe,
+    out_dir = ctx.home.images / safe
+    tag = ctx.inputs.get("product_tag")
+    if tag:  # a rerun writes beside the current image; the store swaps them at record
+        out_dir = out_dir / _UNSAFE.sub("_", str(tag))
+    products, _ = image_ms(Path(obs.ms_path), out_dir, name=safe,
                            config=config, progress=ctx.progress)
     return StageResult(payload=products)
 

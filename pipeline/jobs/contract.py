@@ -82,6 +82,14 @@ StageFn = Callable[[StageContext], StageResult | None]
 PrepareFn = Callable[["Store", Observation, datetime], Mapping[str, object]]
 #: Runs in the server process after the stage: writes what the stage produced.
 RecordFn = Callable[["Store", Observation, StageResult, datetime], None]
+#: Runs in the server process after a stage's prepare hook: returns the inputs the stage
+#: gets, given the stage's name and what prepare returned (a reprocess run's overrides).
+InputsFn = Callable[["Store", Observation, str, Mapping[str, object], datetime],
+                    Mapping[str, object]]
+#: Runs in the server process right after a stage's record hook, in its transaction, with
+#: the stage's name and the inputs it ran with (provenance, reprocess bookkeeping).
+AfterRecordFn = Callable[["Store", Observation, str, Mapping[str, object], StageResult,
+                          datetime], object]
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -16,6 +16,8 @@ from pipeline.photometry.stage import (
     record_measure,
     resort_photometry_task,
 )
+from pipeline.provenance import ProvenanceRecorder
+from pipeline.reprocess.hooks import finish_items, run_overrides
 from pipeline.settings import Settings
 
 #: Seconds between scans of home/incoming.
@@ -47,4 +49,19 @@ def default_registry(settings: Settings | None = None) -> StageRegistry:
         record=partial(record_measure, thresholds=settings.variability))
     # Lightcurves stay fast only while photometry is sorted by source (DESIGN).
     registry.register_task("resort-photometry", resort_photometry_task, every_s=RESORT_EVERY_S)
+    with_reprocessing(registry)
+    return registry
+
+
+def with_reprocessing(registry: StageRegistry) -> StageRegistry:
+    """Hook reprocess runs and provenance into ``registry``'s stages (in place; returned).
+
+    An input hook hands every stage its reprocess run's overrides; after every record the
+    product's provenance is written, and a run's observation is done at the last stage.
+    """
+    registry.input_hooks.append(run_overrides)
+    specs = registry.specs()
+    registry.after_record.append(ProvenanceRecorder())
+    if specs:
+        registry.after_record.append(finish_items(specs[-1].name))
     return registry

@@ -17,8 +17,8 @@ import threading
 import time
 import traceback
 import uuid
+from collections.abc import Callable, Mapping
 from concurrent import futures
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
@@ -28,6 +28,8 @@ from apscheduler.schedulers.background import BackgroundScheduler
 from pipeline.clock import utcnow
 from pipeline.home import Home
 from pipeline.jobs.contract import (
+    AfterRecordFn,
+    InputsFn,
     Observation,
     PrepareFn,
     RecordFn,
@@ -63,6 +65,10 @@ class StageRegistry:
     prepares: dict[str, PrepareFn] = field(default_factory=dict)
     records: dict[str, RecordFn] = field(default_factory=dict)
     tasks: dict[str, PeriodicTask] = field(default_factory=dict)
+    #: run after every stage's prepare, each handed the inputs so far (reprocess overrides)
+    input_hooks: list[InputsFn] = field(default_factory=list)
+    #: run after every stage's record, in its transaction (provenance, reprocess runs)
+    after_record: list[AfterRecordFn] = field(default_factory=list)
 
     def register_stage(self, name: str, fn: StageFn, *, prepare: PrepareFn | None = None,
                        record: RecordFn | None = None) -> None:
@@ -213,10 +219,12 @@ class Runner:
         t0 = time.perf_counter()
         try:
             inputs = prepare(self.store, obs, self.clock()) if prepare else {}
+            for hook in self.registry.input_hooks:
+                inputs = hook(self.store, obs, claim.stage, inputs, self.clock())
             ctx = StageContext(observation=obs, home=self.home, attempt=claim.attempts,
                                progress=lambda f: self._progress(claim, f), inputs=inputs)
             result = fn(ctx) or StageResult()
-            outcome = self._settle(claim, spec, obs, result, record, wakes)
+            outcome = self._settle(claim, spec, obs, result, record, wakes, inputs)
         except StageWait as wait:
             outcome = self._wait(claim, spec, wait, wakes)
         except Exception as exc:  # a stage failure must never take the runner down
@@ -266,7 +274,8 @@ class Runner:
 
     # -------------------------------------------------------------- helpers
     def _settle(self, claim: Claim, spec: StageSpec, obs: Observation, result: StageResult,
-                record: RecordFn | None, wakes: int) -> str:
+                record: RecordFn | None, wakes: int,
+                inputs: Mapping[str, object] | None = None) -> str:
         """Record ``result`` and finish the job in one transaction under the claim.
 
         Returns 'done', 'waiting' (the record hook raised StageWait: what it wrote is kept
@@ -279,6 +288,8 @@ class Runner:
                     record(self.store, obs, result, self.clock())
                 except StageWait as wait:
                     return self._wait(claim, spec, wait, wakes)
+            for hook in self.registry.after_record:
+                hook(self.store, obs, claim.stage, inputs or {}, result, self.clock())
             ok = self.store.finish(claim, spec, now=self.clock(), ms_path=result.ms_path,
                                    updates=result.updates)
             return "done" if ok else "lost"

@@ -31,6 +31,8 @@ from pipeline.store.audit import AuditQueries
 from pipeline.store.calibration_files import CalibrationFileQueries
 from pipeline.store.images import ImageQueries
 from pipeline.store.photometry import PhotometryQueries, fill_missing_variability
+from pipeline.store.provenance import ProvenanceQueries
+from pipeline.store.reprocess import ReprocessQueries
 from pipeline.store.saved_queries import SavedQueryQueries
 from pipeline.store.sources import SourceQueries
 from pipeline.store.triggers import TriggerQueries
@@ -91,7 +93,8 @@ _OBS_COLUMNS = ("id, start_utc, mid_mjd, dec_deg, n_subbands, partial, state, at
 
 
 class Store(ImageQueries, SourceQueries, PhotometryQueries, CalibrationFileQueries,
-            AuditQueries, SavedQueryQueries, AnnotationQueries, TriggerQueries):
+            AuditQueries, SavedQueryQueries, AnnotationQueries, TriggerQueries,
+            ProvenanceQueries, ReprocessQueries):
     """Owns the home's DuckDB file; every query the pipeline and views need is a method."""
 
     #: Observation columns a stage may set through StageResult.updates.

@@ -88,18 +88,25 @@ class ImageQueries:
 
     def add_image(self, *, observation_id: str, path: str, mid_mjd: float, now: datetime,
                   **fields: object) -> int:
-        """Register (or re-register, replacing) an observation's image; returns its id."""
+        """Register (or re-register, replacing) an observation's image; returns its id.
+
+        The id stays the observation's: a replaced image (another path) is kept in
+        ``image_versions`` and the new row's ``version`` is one more.
+        """
         unknown = set(fields) - IMAGE_COLUMNS
         if unknown:
             raise ValueError(f"unknown image column(s): {', '.join(sorted(unknown))}")
-        cols = ["observation_id", "path", "mid_mjd", "created_utc", *fields]
-        vals = [observation_id, path, mid_mjd, now, *fields.values()]
-        marks = ", ".join("?" * len(cols))
-        updates = ", ".join(f"{c} = excluded.{c}" for c in cols[1:])
-        return self._cur.execute(
-            f"INSERT INTO images ({', '.join(cols)}) VALUES ({marks}) "
-            f"ON CONFLICT (observation_id) DO UPDATE SET {updates} RETURNING id", vals
-        ).fetchone()[0]
+        with self._transaction() as cur:  # type: ignore[attr-defined]
+            # A rerun's image (a new path) keeps the one it replaces as the earlier version.
+            version = self._archive_image(cur, observation_id, path, now)  # type: ignore[attr-defined]
+            cols = ["observation_id", "path", "mid_mjd", "created_utc", "version", *fields]
+            vals = [observation_id, path, mid_mjd, now, version, *fields.values()]
+            marks = ", ".join("?" * len(cols))
+            updates = ", ".join(f"{c} = excluded.{c}" for c in cols[1:])
+            return cur.execute(
+                f"INSERT INTO images ({', '.join(cols)}) VALUES ({marks}) "
+                f"ON CONFLICT (observation_id) DO UPDATE SET {updates} RETURNING id", vals
+            ).fetchone()[0]
 
     # ------------------------------------------------------------- browsing
     def images(self, filters: ImageFilter | None = None, *, order_by: str = "mid_mjd",

@@ -1,0 +1,67 @@
+"""Setting overrides for one reprocess run, checked against the settings dataclasses."""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from pipeline.errors import ContimgError
+from pipeline.settings import Settings, SettingsError, parse_settings, sections, sections_toml
+
+#: the stage each overridable settings section configures (what a run may change)
+OVERRIDE_SECTIONS = {"calibration": "calibrate", "imaging": "image", "photometry": "measure"}
+
+
+class OverrideError(ContimgError):
+    """An override that names no setting, or a value the setting refuses; names the key."""
+
+
+def validate_overrides(raw: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
+    """``{"imaging.niter": 50}`` or ``{"imaging": {"niter": 50}}`` → ``{section: {key: value}}``.
+
+    Each key is checked as the settings file checks it (type, the config's own limits);
+    an OverrideError names the first bad ``section.key``.
+    """
+    tables: dict[str, dict[str, Any]] = {}
+    for key, value in raw.items():
+        if isinstance(value, Mapping):
+            for sub, v in value.items():
+                _put(tables, f"{key}.{sub}", v)
+        else:
+            _put(tables, str(key), value)
+    try:
+        parse_settings(sections_toml(tables), path=Path("reprocess overrides"))
+    except SettingsError as exc:
+        raise OverrideError(str(exc)) from None
+    except TypeError as exc:  # a value with no TOML form (a list, None)
+        raise OverrideError(f"reprocess overrides: {exc}") from None
+    return tables
+
+
+def _put(tables: dict[str, dict[str, Any]], dotted: str, value: Any) -> None:
+    section, _, key = dotted.partition(".")
+    if section not in OVERRIDE_SECTIONS or not key:
+        raise OverrideError(f"reprocess overrides: {dotted!r} is not a setting a run can "
+                            f"override; use section.key with section one of "
+                            f"{', '.join(OVERRIDE_SECTIONS)}")
+    known = {f.name for f in dataclasses.fields(sections()[section]) if f.init}
+    if key not in known:
+        raise OverrideError(f"reprocess overrides: unknown key {section}.{key}; valid keys "
+                            f"of [{section}]: {', '.join(sorted(known))}")
+    tables.setdefault(section, {})[key] = value
+
+
+def apply_overrides(config: object, overrides: Mapping[str, Any]) -> object:
+    """``config`` (a stage's config dataclass) with ``overrides`` replacing its fields."""
+    if not overrides or not dataclasses.is_dataclass(config):
+        return config
+    return dataclasses.replace(config, **overrides)
+
+
+def effective_settings(base: Settings, overrides: Mapping[str, Mapping[str, Any]]) -> Settings:
+    """``base`` with a run's overrides applied (what the run's stages will use)."""
+    return dataclasses.replace(base, **{
+        section: apply_overrides(getattr(base, section), values)
+        for section, values in overrides.items()})

@@ -1,0 +1,127 @@
+"""Plan, launch, cancel and retry reprocess runs, each through the operator role check."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from pipeline.actor import Actor
+from pipeline.clock import utcnow
+from pipeline.errors import ContimgError
+from pipeline.jobs.states import STAGES, stage_spec
+from pipeline.operator_actions import OperatorActions
+from pipeline.reprocess.overrides import validate_overrides
+from pipeline.store import Store
+from pipeline.store.query_specs import SpecProblem, filter_from_spec
+from pipeline.store.reprocess import Selection
+
+FROM_STAGES = tuple(s.name for s in STAGES)
+
+
+class ReprocessError(ContimgError):
+    """A reprocess that cannot be planned as asked (unknown stage, saved query, ...)."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class Plan:
+    """What a launch would do: observations and jobs, per stage."""
+
+    from_stage: str
+    selected: int
+    eligible: int
+    busy: int
+    stages: tuple[str, ...]
+    overrides: Mapping[str, Mapping[str, Any]]
+
+    @property
+    def jobs(self) -> int:
+        """Stage jobs the run will make: one per stage from the from-stage, per observation."""
+        return self.eligible * len(self.stages)
+
+    def summary(self) -> str:
+        """One line for the page: how many observations and how much work."""
+        left = self.selected - self.eligible
+        return (f"{self.eligible} observation(s) from {self.from_stage}: {self.jobs} jobs "
+                f"({' → '.join(self.stages)})"
+                + (f"; {left} selected left out ({self.busy} busy, the rest not yet "
+                   f"past {self.from_stage})" if left else ""))
+
+
+def selection_from_saved_query(store: Store, query_id: int, *, reader: str | None) -> Selection:
+    """The observations a saved query shows ``reader`` (the store's visibility applies).
+
+    A pipeline-page query is its state and search; an images-page query is the
+    observations of the images it matches.
+    """
+    query = store.saved_query(query_id, reader=reader)
+    if query is None:
+        raise ReprocessError(f"saved query {query_id}: not found")
+    try:
+        spec = filter_from_spec(query.page, query.spec)
+    except SpecProblem as exc:
+        raise ReprocessError(f"saved query {query_id} ({query.name}): {exc}") from None
+    if query.page == "pipeline":
+        state = spec.get("state")
+        return Selection(states=(state,) if state else (), search=spec.get("search") or "")
+    if query.page == "images":
+        ids = store.images(spec, limit=1_000_000)["observation_id"].tolist()
+        return Selection(ids=tuple(ids) or ("",))  # no image: a selection of nothing
+    raise ReprocessError(f"saved query {query_id} ({query.name}) is a {query.page} query; "
+                         "reprocess takes pipeline or images queries")
+
+
+class Reprocessor:
+    """The reprocess actions pages and the API call; who may act is checked here."""
+
+    def __init__(self, store: Store, actions: OperatorActions,
+                 clock: Callable[[], datetime] = utcnow):
+        self.store, self.actions, self.clock = store, actions, clock
+
+    def plan(self, selection: Selection, from_stage: str,
+             overrides: Mapping[str, Any] | None = None) -> Plan:
+        """Preview a run: how many observations and jobs (nothing is written)."""
+        if from_stage not in FROM_STAGES:
+            raise ReprocessError(f"from-stage {from_stage!r}: one of {', '.join(FROM_STAGES)}")
+        tables = validate_overrides(overrides or {})
+        counts = self.store.reprocess_counts(selection, from_stage)
+        k = FROM_STAGES.index(stage_spec(from_stage).name)
+        return Plan(from_stage=from_stage, selected=counts["selected"],
+                    eligible=counts["eligible"], busy=counts["busy"],
+                    stages=FROM_STAGES[k:], overrides=tables)
+
+    def launch(self, actor: Actor, selection: Selection, from_stage: str,
+               overrides: Mapping[str, Any] | None = None) -> tuple[int, int]:
+        """Record a run and send its observations back; returns (run id, observations)."""
+        self.actions.authorize(actor, "reprocess", target=from_stage)
+        plan = self.plan(selection, from_stage, overrides)
+        run_id, n = self.store.launch_reprocess(
+            created_by=actor.name, selection=selection, from_stage=from_stage,
+            overrides={k: dict(v) for k, v in plan.overrides.items()}, now=self.clock())
+        self._audit(actor, "reprocess", target=f"run {run_id}",
+                    detail=f"{n} observation(s) from {from_stage}, overrides "
+                           f"{dict(plan.overrides) or 'none'}")
+        return run_id, n
+
+    def cancel(self, actor: Actor, run_id: int) -> int:
+        """Cancel a run: pending observations dropped, running ones finish; returns dropped."""
+        self.actions.authorize(actor, "cancel", target=f"run {run_id}")
+        dropped = self.store.cancel_reprocess(int(run_id), by=actor.name, now=self.clock())
+        self._audit(actor, "cancel", target=f"run {run_id}",
+                    detail=f"{dropped} pending observation(s) dropped")
+        return dropped
+
+    def retry_failed(self, actor: Actor, run_id: int) -> list[str]:
+        """Send a run's failed observations back to the stage they failed in (bulk retry)."""
+        failed = self.store.reprocess_failed(int(run_id))
+        return self.actions.retry(actor, failed) if failed else \
+            self._nothing(actor, run_id)
+
+    def _nothing(self, actor: Actor, run_id: int) -> list[str]:
+        self.actions.authorize(actor, "retry", target=f"run {run_id}")
+        return []
+
+    def _audit(self, actor: Actor, action: str, *, target: str, detail: str) -> None:
+        self.store.record_action(username=actor.name, role=actor.role, action=action,
+                                 allowed=True, target=target, detail=detail, now=self.clock())
