@@ -20,6 +20,7 @@ from pipeline.instrument.times import mjd_to_utc, utc_to_mjd
 from pipeline.store.images import ImageFilter
 from views.annotations_panel import AnnotationsPanel
 from views.base import StorePage, on_event
+from views.image_versions_panel import ImageVersionsPanel
 from views.image_viewer import ImageViewer
 from views.saved_queries_panel import SavedQueriesPanel
 
@@ -137,6 +138,7 @@ class ImageBrowser(StorePage):
         # Built here, not in __init__: the server sets the page's actor after making it.
         self.annotations = AnnotationsPanel(store=self.store, actor=self.actor, kind="image",
                                             target_id=self.image_id)
+        self.versions = ImageVersionsPanel(store=self.store, image_id=self.image_id)
         self._rows = pd.DataFrame()
         self._count = pn.pane.Markdown(css_classes=["image-count"])
         self._table = pn.widgets.Tabulator(
@@ -160,7 +162,8 @@ class ImageBrowser(StorePage):
                                                      sizing_mode="stretch_width"),
                    sizing_mode="stretch_width"),
             pn.pane.Markdown("### Thumbnails (first 24 matching)"), self._gallery,
-            self._viewer_title, self.viewer, self.annotations, sizing_mode="stretch_width")
+            self._viewer_title, self.viewer, self.versions, self.annotations,
+            sizing_mode="stretch_width")
 
     def _with_queries(self, filters: pn.Column) -> pn.Column:
         """The filters with the saved-queries panel under them; opens the URL's filter."""
@@ -284,6 +287,7 @@ class ImageBrowser(StorePage):
                                      else f"### Viewer — image {html.escape(str(event.new))}")
         self.viewer.image_id = event.new
         self.annotations.target_id = event.new
+        self.versions.image_id = event.new
 
 
 def _open_range(lo: object, hi: object, name: str) -> tuple:

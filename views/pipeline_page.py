@@ -9,6 +9,7 @@ import param
 from pipeline.jobs.states import STAGES, STATES
 from pipeline.operator_actions import OperatorActions, Refused
 from views.base import StorePage, on_event
+from views.reprocess_panel import ReprocessPanel
 from views.saved_queries_panel import SavedQueriesPanel
 
 ALL = "all"
@@ -82,7 +83,11 @@ class PipelinePage(StorePage):
             css_classes=["quarantine-table"])
         self._refresh_progress()
         filters.append(self._build_queries())
-        return pn.Column(pn.pane.Markdown("## Pipeline & jobs"), filters, self._table,
+        # Built for operators only; its actions are checked on the server all the same.
+        self._reprocess = (ReprocessPanel(store=self.store, state=self.state, actor=self.actor)
+                           if self.actor.may("operator") else None)
+        return pn.Column(pn.pane.Markdown("## Pipeline & jobs"), filters,
+                         *([self._reprocess] if self._reprocess else []), self._table,
                          pn.pane.Markdown("### Quarantined input"), self._quarantine,
                          sizing_mode="stretch_width")
 
@@ -133,6 +138,9 @@ class PipelinePage(StorePage):
         quarantined = self.store.quarantined_files(limit=200)
         if not quarantined.equals(self._quarantine.value):
             self._quarantine.value = quarantined
+        reprocess = getattr(self, "_reprocess", None)  # None until built, and for viewers
+        if reprocess is not None:
+            reprocess.refresh()
 
     def _refresh_progress(self) -> None:
         # Progress of running jobs from the runner state: no store query per step.
