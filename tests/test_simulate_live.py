@@ -66,29 +66,37 @@ def test_plan_round_trips(tmp_path):
 def test_interrupted_run_resumes_to_whole_groups_that_ingest_registers(tmp_path):
     home = Home.resolve(tmp_path / "home")
     home.ensure()
-    # Tiny files take a millisecond each: unpaced, the whole run was written between this
-    # test seeing the first files and its interrupt (a loaded fresh clone's run). Paced as
-    # a correlator, 0.15 s a file, the interrupt lands mid-run unless this thread stalls
-    # for seconds; the workers are frozen the moment the first files are seen.
+    # Tiny files take a millisecond each: a loaded fresh clone's run saw the whole run
+    # written between this test seeing the first files and its interrupt. So the workers
+    # are paced as a correlator (0.15 s a file) and frozen (SIGSTOP) from the simulator's
+    # own follower thread the moment it hears of the third file, not after a poll here.
     cfg = CFG
     total = cfg.n_chunks * 16
     save_plan(home.root, cfg)
     watcher = Watcher(home.incoming)
     watcher.start()
-    sim = resume_plan(home.root, home.incoming, workers=2, file_interval_s=0.15)
-    pids = sim.pids()
+    pids: list[int] = []
+    frozen = threading.Event()
+
+    def freeze_at_three(written: int, _total: int) -> None:
+        if written >= 3 and pids and not frozen.is_set():
+            for pid in pids:
+                os.kill(pid, signal.SIGSTOP)
+            frozen.set()
+
+    sim = resume_plan(home.root, home.incoming, workers=2, file_interval_s=0.15,
+                      progress=freeze_at_three)
+    pids.extend(sim.pids())
     assert len(pids) == 2
-    deadline = time.monotonic() + 60
-    while len(list(home.incoming.glob("*.hdf5"))) < 3 and time.monotonic() < deadline:
-        time.sleep(0.1)
-    for pid in pids:
-        os.kill(pid, signal.SIGSTOP)  # frozen first, so "mid-run" holds however slow we are
+    assert frozen.wait(120), "the simulator wrote no three files in 120 s"
+    at_freeze = len(list(home.incoming.glob("*.hdf5")))
+    assert 3 <= at_freeze < total
     # Ctrl-C in a terminal reaches every process of the group: the workers stop at once,
     # by themselves, mid-run, with no half file under a final name nor a temporary left
     for pid in pids:
         os.kill(pid, signal.SIGINT)
         os.kill(pid, signal.SIGCONT)
-    assert sim.wait(30) is False
+    assert sim.wait(30) is False, f"finished anyway ({at_freeze} files when frozen)"
     assert sim.error is None
     sim.stop()
     assert not any(alive(p) for p in pids)
