@@ -77,6 +77,12 @@ def progress_frame(progress: pd.DataFrame) -> pd.DataFrame:
     return out
 
 
+def _typed(widget: pn.widgets.Widget) -> str:
+    """What is typed in a text widget now (value_input follows each key; value waits for blur)."""
+    typed = getattr(widget, "value_input", None)
+    return widget.value if typed is None else typed
+
+
 class ReprocessPanel(pn.viewable.Viewer):
     """Selection, from-stage, overrides, preview, launch, per-observation progress, cancel."""
 
@@ -87,30 +93,30 @@ class ReprocessPanel(pn.viewable.Viewer):
     def __init__(self, **params):
         params.setdefault("state", RunnerState())
         super().__init__(**params)
-        self._from_utc = pn.widgets.TextInput(name="From (UTC)", placeholder="2026-11-23T12:00",
+        self._from_utc = pn.widgets.TextInput(label="From (UTC)", placeholder="2026-11-23T12:00",
                                               width=170, css_classes=["rp-from"])
-        self._to_utc = pn.widgets.TextInput(name="To (UTC)", placeholder="2026-11-23T18:00",
+        self._to_utc = pn.widgets.TextInput(label="To (UTC)", placeholder="2026-11-23T18:00",
                                             width=170, css_classes=["rp-to"])
-        self._dec_min = pn.widgets.FloatInput(name="Dec min (°)", value=None, width=100,
+        self._dec_min = pn.widgets.FloatInput(label="Dec min (°)", value=None, width=100,
                                               css_classes=["rp-dec-min"])
-        self._dec_max = pn.widgets.FloatInput(name="Dec max (°)", value=None, width=100,
+        self._dec_max = pn.widgets.FloatInput(label="Dec max (°)", value=None, width=100,
                                               css_classes=["rp-dec-max"])
-        self._state = pn.widgets.Select(name="State", options=[ANY, *STATES], width=130,
+        self._state = pn.widgets.Select(label="State", options=[ANY, *STATES], width=130,
                                         css_classes=["rp-state"])
-        self._query = pn.widgets.Select(name="Saved query", width=200, css_classes=["rp-query"])
-        self._stage = pn.widgets.Select(name="From stage", options=[s.name for s in STAGES],
+        self._query = pn.widgets.Select(label="Saved query", width=200, css_classes=["rp-query"])
+        self._stage = pn.widgets.Select(label="From stage", options=[s.name for s in STAGES],
                                         value="image", width=120, css_classes=["rp-stage"])
         self._overrides = pn.widgets.TextAreaInput(
-            name="Overrides (section.key = value, one a line)", height=80, width=320,
+            label="Overrides (section.key = value, one a line)", height=80, width=320,
             placeholder="imaging.niter = 500\nimaging.weighting = natural",
             css_classes=["rp-overrides"])
         self._preview_b = pn.widgets.Button(label="Preview", css_classes=["rp-preview-button"])
-        self._launch_b = pn.widgets.Button(label="Launch", button_type="primary",
+        self._launch_b = pn.widgets.Button(label="Launch", color="primary",
                                            css_classes=["rp-launch-button"])
         self._preview = pn.pane.Markdown(css_classes=["rp-preview"])
         self._message = pn.pane.Markdown(css_classes=["rp-message"])
-        self._run = pn.widgets.Select(name="Run", width=260, css_classes=["rp-run"])
-        self._cancel_b = pn.widgets.Button(label="Cancel run", button_type="danger",
+        self._run = pn.widgets.Select(label="Run", width=260, css_classes=["rp-run"])
+        self._cancel_b = pn.widgets.Button(label="Cancel run", color="danger",
                                            css_classes=["rp-cancel-button"])
         self._retry_b = pn.widgets.Button(label="Retry failed", css_classes=["rp-retry-button"])
         self._progress = pn.widgets.Tabulator(
@@ -144,8 +150,8 @@ class ReprocessPanel(pn.viewable.Viewer):
                                               reader=self.actor.reader)
         state = self._state.value
         states = base.states if state == ANY else (state,)
-        return Selection(from_utc=parse_time(self._from_utc.value, "From (UTC)"),
-                         to_utc=parse_time(self._to_utc.value, "To (UTC)"),
+        return Selection(from_utc=parse_time(_typed(self._from_utc), "From (UTC)"),
+                         to_utc=parse_time(_typed(self._to_utc), "To (UTC)"),
                          dec_min=self._dec_min.value, dec_max=self._dec_max.value,
                          states=states, ids=base.ids, search=base.search)
 
@@ -153,7 +159,7 @@ class ReprocessPanel(pn.viewable.Viewer):
         return Reprocessor(self.store, OperatorActions(self.store, self.state))
 
     def _inputs(self) -> tuple[Selection, str, Mapping[str, Any]]:
-        return self.selection(), self._stage.value, parse_overrides(self._overrides.value)
+        return self.selection(), self._stage.value, parse_overrides(_typed(self._overrides))
 
     # --------------------------------------------------------------- handlers
     def _on_preview(self, *_: object) -> None:
