@@ -67,17 +67,20 @@ IMAGES_PER_DAY = 288
 _NO_NEW = ("name", "ra_deg", "dec_deg", "flux_jy", "flux_err_jy", "snr", "local_rms_jy", "pb")
 
 
-def append_images(cur, first: int, last: int, *, batch: int = 100) -> None:
+def append_images(cur, first: int, last: int, *, batch: int = 100,
+                  table: str = "photometry_recent") -> None:
     """Append synthetic images [first, last) in one INSERT ... SELECT per ``batch`` images.
 
     Image k covers ids [start_k, start_k + 10 k): the field drifts through RA. Each image's
-    rows are in source order, as ``record_photometry`` writes them.
+    rows are in source order, as ``record_photometry`` writes them, into ``table``: the
+    indexed table of recent rows as it does, or photometry_sorted for a history appended
+    before migration 0013 (a 100 M-row ART index is not what a nightly re-sort leaves).
     """
     step = max(1, (N_SOURCES - ROWS_PER_IMAGE) // 400)
     for lo in range(first, last, batch):
         hi = min(lo + batch, last)
         cur.execute(
-            f"""INSERT INTO photometry (source_id, image_id, mjd, flux_jy, flux_err_jy,
+            f"""INSERT INTO {table} (source_id, image_id, mjd, flux_jy, flux_err_jy,
                     snr, forced, local_rms_jy, background_jy, pb, flags)
                 SELECT 1 + (((i * {step}) % {N_SOURCES - ROWS_PER_IMAGE}) + j) AS source_id,
                        i AS image_id, 61000 + i / 288.0, 0.05 + random() * 1e-3, 1e-3,
@@ -184,7 +187,7 @@ def bench_lightcurves(home: Path, n_rows: int, n_queries: int) -> None:
         marks = sorted({min(n_images, 1000), n_images})  # 10 M rows, then all
         done = 0
         for mark in tqdm(marks, desc="fill", unit="stage"):
-            append_images(cur, done, mark)
+            append_images(cur, done, mark, table="photometry_sorted")
             done = mark
             n = cur.execute("SELECT count(*) FROM photometry").fetchall()[0][0]
             print(f"store: {n / 1e6:.1f} M photometry rows in {done} images, "

@@ -228,8 +228,9 @@ def test_page_in_python_filters_pages_selects_and_refreshes(store, tmp_path):
     # New measurements arrive: the next refresh shows them; nothing new, nothing re-sent.
     sid = page.source_id
     img = store.add_image(observation_id="late", path=path, mid_mjd=61001.0, now=T0)
-    store._cur.execute("INSERT INTO photometry (source_id, image_id, mjd, flux_jy, flux_err_jy, "
-                       "snr, forced) VALUES (?, ?, 61001.0, 0.5, 0.01, 50, false)", [sid, img])
+    store._cur.execute("INSERT INTO photometry_recent (source_id, image_id, mjd, flux_jy, "
+                       "flux_err_jy, snr, forced) VALUES (?, ?, 61001.0, 0.5, 0.01, 50, false)",
+                       [sid, img])
     store._cur.execute("UPDATE variability SET n_meas = 5, updated_utc = updated_utc + "
                        "INTERVAL 1 MINUTE WHERE source_id = ?", [sid])
     page._refresh_store()

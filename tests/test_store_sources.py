@@ -68,7 +68,7 @@ def fill_sources(store: Store, *, ra: np.ndarray, dec: np.ndarray, n_epochs: int
                                        "snr", "forced"])
     var = variability_rows(phot).assign(updated_utc=T0)
     cur = store._cur
-    for table, frame in (("sources", sources), ("photometry", phot), ("variability", var)):
+    for table, frame in (("sources", sources), ("photometry_recent", phot), ("variability", var)):
         cur.register("frame", frame)
         cur.execute(f"INSERT INTO {table} BY NAME SELECT * FROM frame")
         cur.unregister("frame")

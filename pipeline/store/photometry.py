@@ -2,11 +2,13 @@
 
 Mixed into Store. Pages read through ``pipeline.store.sources`` (the read side).
 
-Appends stay cheap at 100 M photometry rows because nothing is indexed there: an image's
-rows go in sorted by source_id in one bulk INSERT from a DataFrame, and ``photometry_runs``
-says whether an image was measured before, so only a re-measurement pays for the DELETE
-that replaces its rows. Catalog ids follow RA, so the sources of one field form a narrow
-id range and any scan of their rows is pruned to it by DuckDB's zone maps.
+Appends stay cheap at 100 M photometry rows because only the day-sized table of recent
+rows is indexed (migration 0013: ``photometry`` is a view over ``photometry_sorted`` and
+``photometry_recent``): an image's rows go in sorted by source_id in one bulk INSERT from
+a DataFrame, and ``photometry_runs`` says whether an image was measured before, so only a
+re-measurement pays for the DELETE that replaces its rows. Catalog ids follow RA, so the
+sources of one field form a narrow id range and any scan of their rows is pruned to it by
+DuckDB's zone maps.
 
 Variability is kept as per-source running aggregates (migration 0007): recording an image
 updates them from that image's rows alone (``variability.apply_rows``), so its cost does
@@ -177,12 +179,14 @@ class PhotometryQueries:
         with self._transaction() as tx:
             replaced = tx.execute("SELECT count(*) > 0 FROM photometry_runs WHERE image_id = ?",
                                   [image_id]).fetchall()[0][0]
+            tables = _photometry_tables(tx)
             before = None
             if replaced:
                 # Their values leave the running aggregates (variability.apply_rows).
                 before = tx.execute("SELECT source_id, flux_jy, flux_err_jy, snr, mjd "
                                     "FROM photometry WHERE image_id = ?", [image_id]).df()
-                tx.execute("DELETE FROM photometry WHERE image_id = ?", [image_id])
+                for table in tables:
+                    tx.execute(f"DELETE FROM {table} WHERE image_id = ?", [image_id])
             rows, new_sources = _known_names_as_rows(tx, rows, new_sources)
             new_ids = self._insert_new_sources(tx, new_sources, image_id=image_id, now=now)
             frame = _photometry_frame(rows, new_sources, new_ids, image_id=image_id, mjd=mjd)
@@ -190,8 +194,8 @@ class PhotometryQueries:
             try:
                 # A source discovered in this image keeps its unforced row on re-measurement.
                 tx.execute(
-                    "INSERT INTO photometry (source_id, image_id, mjd, flux_jy, flux_err_jy, "
-                    "snr, forced, local_rms_jy, background_jy, pb, flags) "
+                    f"INSERT INTO {tables[-1]} (source_id, image_id, mjd, flux_jy, "
+                    "flux_err_jy, snr, forced, local_rms_jy, background_jy, pb, flags) "
                     "SELECT f.source_id, f.image_id, f.mjd, f.flux_jy, f.flux_err_jy, f.snr, "
                     "f.forced AND s.first_image_id IS DISTINCT FROM f.image_id, f.local_rms_jy, "
                     "f.background_jy, f.pb, f.flags FROM _phot_in f "
@@ -457,29 +461,30 @@ class PhotometryQueries:
     def resort_photometry_tail(self) -> int:
         """Re-sort the rows of images appended since the last re-sort by (source_id, mjd).
 
-        Rows of those images move to the end of the table in source order, so a
-        lightcurve touches one row group per re-sort instead of one per image. Returns the
-        number of rows moved. Run nightly (DESIGN: 1–2 ms lightcurves when sorted).
+        Rows of those images move to the end of the table of sorted rows in source order,
+        so a lightcurve touches one row group per re-sort instead of one per image (since
+        migration 0013 they come from ``photometry_recent``, and from photometry_sorted
+        those written before it). Returns the number of rows moved. Run nightly (DESIGN:
+        1–2 ms lightcurves when sorted).
         """
+        unsorted = "image_id IN (SELECT image_id FROM photometry_runs WHERE NOT sorted)"
         with self._transaction() as tx:
-            n = tx.execute("SELECT count(*) FROM photometry WHERE image_id IN "
-                           "(SELECT image_id FROM photometry_runs WHERE NOT sorted)"
-                           ).fetchone()[0]
+            tables = _photometry_tables(tx)
+            n = tx.execute(f"SELECT count(*) FROM photometry WHERE {unsorted}").fetchone()[0]
             if n:
                 # A table in the file, not TEMP (in memory): 100 M rows of tail held in
                 # memory, then sorted at once, took 17.7 GB and was OOM-killed on 24 GB.
                 tx.execute("CREATE OR REPLACE TABLE _photometry_resort AS SELECT * "
-                           "FROM photometry WHERE image_id IN (SELECT image_id FROM "
-                           "photometry_runs WHERE NOT sorted)")
-                tx.execute("DELETE FROM photometry WHERE image_id IN "
-                           "(SELECT image_id FROM photometry_runs WHERE NOT sorted)")
+                           f"FROM photometry WHERE {unsorted}")
+                for table in tables:
+                    tx.execute(f"DELETE FROM {table} WHERE {unsorted}")
                 lo, hi = tx.execute("SELECT min(source_id), max(source_id) "
                                     "FROM _photometry_resort").fetchone()
                 # Slices of the id range, appended in order, sort a few M rows at a time.
                 n_slices = max(1, int(n) // RESORT_SLICE_ROWS)
                 edges = np.linspace(lo, hi + 1, n_slices + 1).astype(np.int64)
                 for a, b in zip(edges[:-1], edges[1:], strict=True):
-                    tx.execute("INSERT INTO photometry SELECT * FROM _photometry_resort "
+                    tx.execute(f"INSERT INTO {tables[0]} SELECT * FROM _photometry_resort "
                                f"WHERE source_id >= {int(a)} AND source_id < {int(b)} "
                                "ORDER BY source_id, mjd")
                 tx.execute("DROP TABLE _photometry_resort")
@@ -491,7 +496,6 @@ class PhotometryQueries:
             except duckdb.Error as exc:
                 log.info("checkpoint after re-sort postponed: %s", exc)
         return int(n)
-
 
 def fill_missing_variability(conn: duckdb.DuckDBPyConnection, *, now: datetime,
                              thresholds: VariabilityThresholds | None = None) -> int:
@@ -525,6 +529,17 @@ def _has_aggregates(conn) -> bool:
     return bool(conn.execute(
         "SELECT count(*) FROM duckdb_columns() WHERE table_name = 'variability' "
         "AND column_name = 'sum_w'").fetchone()[0])
+
+
+def _photometry_tables(conn) -> tuple[str, ...]:
+    """The tables under ``photometry``: (sorted, recent) since migration 0013, else itself.
+
+    Rows are appended to the last and re-sorted into the first; a re-measurement deletes
+    an image's rows from each.
+    """
+    split = conn.execute("SELECT count(*) FROM duckdb_tables() "
+                         "WHERE table_name = 'photometry_recent'").fetchone()[0]
+    return ("photometry_sorted", "photometry_recent") if split else ("photometry",)
 
 
 def _register(cur, name: str, frame: pd.DataFrame) -> None:
