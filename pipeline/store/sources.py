@@ -2,8 +2,9 @@
 
 Sources are joined with their variability row (absent until a source is first measured).
 A ``FilterSpec`` describes one filter; it round-trips through JSON so that a saved query
-can hold it. Lightcurves read ``photometry``, whose rows are kept sorted by source_id
-(DESIGN.md), so DuckDB's row-group min/max skip everything but one source's rows.
+can hold it. Lightcurves read ``photometry``, a view (migration 0013) over the re-sorted
+rows, kept sorted by source_id (DESIGN.md) so that DuckDB's row-group min/max skip
+everything but one source's rows, and the rows appended since, read by an ART index.
 """
 
 from __future__ import annotations
