@@ -125,29 +125,62 @@ def _die_with_parent(parent_pid: int) -> None:
         os._exit(0)
 
 
+class _CtrlC:
+    """A worker's SIGINT: raise at once, except while a file is being written.
+
+    Raised inside HDF5's writer, KeyboardInterrupt could leave the library's state broken
+    (a worker died of SIGSEGV on exit) or be swallowed by a finalizer running at that
+    moment (the worker went on and wrote the whole run); so during a write it is only
+    noted, and the worker stops as soon as that file is complete.
+    """
+
+    def __init__(self) -> None:
+        self.asked = threading.Event()
+        self.writing = False
+        signal.signal(signal.SIGINT, self._handle)
+
+    def _handle(self, _signum: int, _frame: object) -> None:
+        self.asked.set()
+        if not self.writing:
+            raise KeyboardInterrupt
+
+    def check(self) -> None:
+        """Stop here if Ctrl-C came during the last write."""
+        if self.asked.is_set():
+            raise KeyboardInterrupt
+
+
 def _worker(cfg: SimConfig, incoming: Path, tasks: Any, done: Any, parent_pid: int,
             nice: int, file_interval_s: float = 0.0) -> None:
     """A pool process: set the run up once, then write the subbands it is handed.
 
     Ctrl-C in a terminal reaches the whole process group: a worker then stops at once
-    (its temporary file removed on the way out), not after the server has waited for its
+    (or when the file it is writing is complete), not after the server has waited for its
     running stage jobs; a signal to the server alone stops the workers from there.
     """
     _die_with_parent(parent_pid)
     if nice:
         os.nice(nice)  # the dashboard and the pipeline come before the data's source
+    ctrl_c = _CtrlC()
     try:
         with offline_iers():
             setup = run_setup(cfg)
             chunk = None
             while (task := tasks.get()) is not None:
+                ctrl_c.check()
                 k, sb = task
                 if chunk is None or chunk.k != k:
                     chunk = plan_chunk(cfg, setup, k)
                 began = time.monotonic()
-                path = write_subband(cfg, setup, chunk, sb, incoming)
+                ctrl_c.writing = True
+                try:
+                    path = write_subband(cfg, setup, chunk, sb, incoming)
+                finally:
+                    ctrl_c.writing = False
                 done.put(("file", k, sb, path.name))
-                time.sleep(max(0.0, file_interval_s - (time.monotonic() - began)))
+                ctrl_c.check()
+                ctrl_c.asked.wait(max(0.0, file_interval_s - (time.monotonic() - began)))
+                ctrl_c.check()
     except KeyboardInterrupt:
         sys.exit(INTERRUPTED)
     except Exception as exc:  # noqa: BLE001 — reported to the parent, which logs and stops
