@@ -171,6 +171,21 @@ def test_cancel_midway_leaves_each_observation_fully_old_or_fully_new(processed)
         assert store.reprocess_runs().iloc[0]["state"] == "cancelled"
 
 
+def test_reprocess_from_convert_writes_a_new_ms_beside_the_old(processed):
+    with Store.open(processed) as store:
+        first = store.observations()["id"].iloc[-1]
+        old_ms = store.observation(first).ms_path
+        run_id, n = _reprocessor(store).launch(OTTO, Selection(ids=(first,)), "convert")
+        assert n == 1
+        Runner(store, processed, default_registry(load_settings(processed))).run_once()
+        new_ms = store.observation(first).ms_path
+        assert new_ms != old_ms and f"/run{run_id}/" in new_ms
+        assert Path(old_ms).is_dir() and Path(new_ms).is_dir()
+        stages = store.provenance(first).query("run_id == @run_id")["stage"].tolist()
+        assert stages == ["convert", "calibrate", "image", "measure"]
+        assert store.current_image(first)["version"] == 2
+
+
 # ----------------------------------------------------------- plan, overrides, roles
 def test_plan_selects_by_time_dec_and_state(store):
     ids = add_observations(store, 6, state="complete")

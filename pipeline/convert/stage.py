@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import time
 import warnings
 from collections.abc import Callable, Sequence
@@ -174,7 +175,11 @@ def convert_stage(ctx: StageContext) -> StageResult:
     with warnings.catch_warnings():
         # pyuvdata's notes on 'uncalib' units and unset history are expected for raw data.
         warnings.filterwarnings("ignore", message=".*units of the data are.*")
-        result = convert_group(obs.files, ms_dir=ctx.home.ms, obs_id=obs.id,
+        # A reprocess run's MS goes beside the current one (which it replaces at record).
+        tag = ctx.inputs.get("product_tag")
+        ms_dir = ctx.home.ms / re.sub(r"[^A-Za-z0-9._-]", "_", str(tag)) if tag else ctx.home.ms
+        ms_dir.mkdir(parents=True, exist_ok=True)
+        result = convert_group(obs.files, ms_dir=ms_dir, obs_id=obs.id,
                                dec_deg=obs.dec_deg, progress=ctx.progress)
     return StageResult(ms_path=str(result.path), updates=result.updates())
 
