@@ -7,13 +7,11 @@ page has no panel, and the panel's actions refuse a viewer on the server (audite
 
 from __future__ import annotations
 
-import subprocess
-import sys
-
 import pytest
 from conftest import FAST_IMAGING, ServedHome, add_observations, sign_in, write_settings
 from playwright.sync_api import expect
 
+from app.cli import main
 from pipeline.actor import Actor
 from pipeline.home import Home
 from pipeline.jobs.default_stages import default_registry
@@ -30,12 +28,9 @@ IMAGING = {**FAST_IMAGING, "qa_max_noise_ratio": 1000.0, "qa_dynamic_range": 1.0
 def processed(tmp_path) -> Home:
     """One 5-minute 3C48 transit through every stage (niter 100)."""
     root = tmp_path / "home"
-    sim = subprocess.run([sys.executable, "-m", "app.cli", "simulate", "--home", str(root),
-                          "--transit-of", "3C48", "--minutes", "5", "--antennas", "6",
-                          "--channels-per-subband", "1", "--seed", "5",
-                          "--start", "2026-11-20T12:00:00"],
-                         capture_output=True, text=True, check=False)
-    assert sim.returncode == 0, sim.stderr
+    assert main(["simulate", "--home", str(root), "--transit-of", "3C48", "--minutes", "5",
+                 "--antennas", "6", "--channels-per-subband", "1", "--seed", "5",
+                 "--start", "2026-11-20T12:00:00"]) == 0
     home = Home.resolve(root)
     write_settings(home, imaging=IMAGING)
     with Store.open(home) as store:
