@@ -215,6 +215,10 @@ def test_a_bad_override_names_itself(store, overrides, message):
 def test_an_unknown_from_stage_is_refused(store):
     with pytest.raises(ReprocessError, match="from-stage 'flag'"):
         _reprocessor(store).plan(Selection(), "flag")
+    add_observations(store, 1, state="imaging")
+    with pytest.raises(ReprocessError, match="nothing to reprocess: 0 observation"):
+        _reprocessor(store).launch(OTTO, Selection(), "image")
+    assert store.reprocess_runs().empty
 
 
 def test_a_viewer_cannot_launch_or_cancel_and_is_audited(store):

@@ -96,6 +96,8 @@ class Reprocessor:
         """Record a run and send its observations back; returns (run id, observations)."""
         self.actions.authorize(actor, "reprocess", target=from_stage)
         plan = self.plan(selection, from_stage, overrides)
+        if not plan.eligible:
+            raise ReprocessError(f"nothing to reprocess: {plan.summary()}")
         run_id, n = self.store.launch_reprocess(
             created_by=actor.name, selection=selection, from_stage=from_stage,
             overrides={k: dict(v) for k, v in plan.overrides.items()}, now=self.clock())
