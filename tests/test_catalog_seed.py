@@ -232,8 +232,12 @@ def test_migration_merges_duplicate_names_into_the_lowest_id(home, tmp_path):
                 for k in ks}
         err = {key: 1e-3 * (1 + rng.uniform()) for key in flux}
         for k in range(6):
-            image_id = store.add_image(observation_id=f"o{k}", path=f"/nowhere/{k}.fits",
-                                       mid_mjd=61000.0 + k, now=NOW)
+            # the images row as that schema's code wrote it (today's add_image keeps
+            # versions, a column of a later migration)
+            image_id = store._cur.execute(
+                "INSERT INTO images (observation_id, path, mid_mjd, created_utc) "
+                "VALUES (?, ?, ?, ?) RETURNING id",
+                [f"o{k}", f"/nowhere/{k}.fits", 61000.0 + k, NOW]).fetchone()[0]
             sids = [s for s, ks in measured.items() if k in ks]
             store.record_photometry(
                 image_id=image_id, observation_id=f"o{k}", mjd=61000.0 + k,
