@@ -18,19 +18,9 @@ from datetime import datetime, timedelta
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path[:0] = [str(ROOT)]
+sys.path[:0] = [str(ROOT), str(ROOT / "benchmarks")]
 
-
-def _times(fn, repeat: int) -> tuple[float, float]:
-    import numpy as np
-
-    fn()  # warm: the first call plans the query
-    ms = []
-    for _ in range(repeat):
-        t0 = time.perf_counter()
-        fn()
-        ms.append((time.perf_counter() - t0) * 1e3)
-    return float(np.percentile(ms, 50)), float(np.percentile(ms, 95))
+from timing import p50_p95_ms  # noqa: E402
 
 
 def main() -> None:
@@ -74,7 +64,7 @@ def main() -> None:
         load = os.getloadavg()[0]
         print(f"{args.n} observations; load average {load:.2f} on {os.cpu_count()} cores")
         for name, (sel, stage, ov) in cases.items():
-            p50, p95 = _times(lambda s=sel, st=stage, o=ov: rp.plan(s, st, o), args.repeat)
+            p50, p95 = p50_p95_ms(lambda s=sel, st=stage, o=ov: rp.plan(s, st, o), args.repeat)
             plan = rp.plan(sel, stage, ov)
             print(f"plan {name:26s} {plan.eligible:6d} obs {plan.jobs:6d} jobs: "
                   f"p50 {p50:7.1f} ms  p95 {p95:7.1f} ms  (target <= 1000 ms)")

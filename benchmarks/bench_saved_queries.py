@@ -13,24 +13,13 @@ import argparse
 import os
 import sys
 import tempfile
-import time
 from datetime import datetime, timedelta
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path[:0] = [str(ROOT)]
+sys.path[:0] = [str(ROOT), str(ROOT / "benchmarks")]
 
-
-def _times(fn, repeat: int) -> tuple[float, float]:
-    import numpy as np
-
-    fn()  # warm: the first call plans the query
-    ms = []
-    for _ in range(repeat):
-        t0 = time.perf_counter()
-        fn()
-        ms.append((time.perf_counter() - t0) * 1e3)
-    return float(np.percentile(ms, 50)), float(np.percentile(ms, 95))
+from timing import p50_p95_ms  # noqa: E402
 
 
 def main() -> None:
@@ -57,15 +46,15 @@ def main() -> None:
                              now=t0 + timedelta(seconds=i))
         reader = "user7"
         listed = len(store.saved_queries(reader=reader, page="sources"))
-        store_p = _times(lambda: store.saved_queries(reader=reader, page="sources"),
+        store_p = p50_p95_ms(lambda: store.saved_queries(reader=reader, page="sources"),
                          args.repeat)
         panel = SavedQueriesPanel(store=store, actor=Actor(name=reader, role="viewer"),
                                   page="sources", current_spec=dict, apply_spec=lambda s: None)
-        panel_p = _times(panel.refresh, args.repeat)
-        all_p = _times(lambda: store.saved_queries(reader=reader), args.repeat)
-        one_p = _times(lambda: store.saved_query(5000, reader=reader), args.repeat)
+        panel_p = p50_p95_ms(panel.refresh, args.repeat)
+        all_p = p50_p95_ms(lambda: store.saved_queries(reader=reader), args.repeat)
+        one_p = p50_p95_ms(lambda: store.saved_query(5000, reader=reader), args.repeat)
         every = store.saved_queries(reader=reader)
-        html_p = _times(lambda: queries_html(every, reader), max(5, args.repeat // 8))
+        html_p = p50_p95_ms(lambda: queries_html(every, reader), max(5, args.repeat // 8))
     load = os.getloadavg()
     print(f"{args.n} saved queries, {args.owners} owners; {reader} sees {listed} on sources; "
           f"load average {load[0]:.1f} {load[1]:.1f} on {os.cpu_count()} CPUs")

@@ -20,21 +20,11 @@ from datetime import datetime, timedelta
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path[:0] = [str(ROOT)]
+sys.path[:0] = [str(ROOT), str(ROOT / "benchmarks")]
+
+from timing import p50_p95_ms  # noqa: E402
 
 T0 = datetime(2026, 3, 1, 12, 0, 20)
-
-
-def _times(fn, repeat: int) -> tuple[float, float]:
-    import numpy as np
-
-    fn()  # warm: the first call plans the queries
-    ms = []
-    for i in range(repeat):
-        t0 = time.perf_counter()
-        fn(i)
-        ms.append((time.perf_counter() - t0) * 1e3)
-    return float(np.percentile(ms, 50)), float(np.percentile(ms, 95))
 
 
 def main() -> None:
@@ -91,10 +81,11 @@ def main() -> None:
         def select_one(i: int = 0) -> None:
             store._cur.execute("SELECT 1").fetchone()
 
-        rows = [("SELECT 1 (peer)", *_times(select_one, args.repeat)),
-                ("tick, nothing due or changed", *_times(idle, args.repeat)),
-                ("tick after an observation completes", *_times(after_completion, 50)),
-                ("tick after a trigger is edited", *_times(after_edit, 50))]
+        cases = [("SELECT 1 (peer)", select_one, args.repeat),
+                 ("tick, nothing due or changed", idle, args.repeat),
+                 ("tick after an observation completes", after_completion, 50),
+                 ("tick after a trigger is edited", after_edit, 50)]
+        rows = [(what, *p50_p95_ms(fn, n, indexed=True)) for what, fn, n in cases]
     load = os.getloadavg()[0]
     print(f"triggers: {args.n} ({args.n * 3 // 5} cron, {args.n - args.n * 3 // 5} event), "
           f"load average {load:.2f} on {os.cpu_count()} cores")

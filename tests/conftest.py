@@ -183,6 +183,13 @@ def sign_in(target, base_url: str, name: str, password: str = TEST_PASSWORD) -> 
                              f"{response.headers.get('location', '')}")
 
 
+def audit_via_api(base_url: str, context) -> list[dict]:
+    """The audit rows, read through GET /api/audit in a Playwright context (an admin's)."""
+    response = context.request.get(base_url + "/api/audit")
+    assert response.status == 200, response.text()
+    return response.json()
+
+
 def contimg(*args: str, env: dict | None = None, **kw) -> subprocess.CompletedProcess:
     """Run the installed console script's module the way a user would."""
     return subprocess.run([sys.executable, "-m", "app.cli", *args], capture_output=True,

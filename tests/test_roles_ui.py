@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 
 import pytest
-from conftest import ServedHome, fail_one_observation, sign_in, wait_until
+from conftest import ServedHome, audit_via_api, fail_one_observation, sign_in, wait_until
 from playwright.sync_api import expect
 
 from pipeline.store import Store
@@ -41,13 +41,6 @@ def health(server) -> dict:
     return json.loads(urllib.request.urlopen(server.url + "/api/health", timeout=30).read())
 
 
-def audit(server, context) -> list[dict]:
-    """The audit rows, read through the API as the admin."""
-    response = context.request.get(server.url + "/api/audit")
-    assert response.status == 200, response.text()
-    return response.json()
-
-
 def test_viewer_cannot_steer_operator_can_and_the_viewer_sees_it(served, browser):
     viewer_ctx, operator_ctx, admin_ctx = (browser.new_context(viewport={"width": 1400,
                                                                          "height": 900})
@@ -69,7 +62,7 @@ def test_viewer_cannot_steer_operator_can_and_the_viewer_sees_it(served, browser
         assert viewer.evaluate(FORGE_PAUSE_JS) is False  # it exists, not shown
         wait_until(lambda: any(r["action"] == "pause" and not r["allowed"]
                                and r["username"] == "vera"
-                               for r in audit(served, admin_ctx)),
+                               for r in audit_via_api(served.url, admin_ctx)),
                    what="the forged pause audited as refused")
         assert health(served)["paused"] is False
         wait_until(lambda: viewer.evaluate(TOGGLE_ACTIVE_JS) is False,
@@ -82,7 +75,7 @@ def test_viewer_cannot_steer_operator_can_and_the_viewer_sees_it(served, browser
         assert response.status == 403
         assert "Traceback" not in response.text()
         assert response.json()["error"] == "Forbidden"
-        refused = [r for r in audit(served, admin_ctx)
+        refused = [r for r in audit_via_api(served.url, admin_ctx)
                    if r["action"] == "pause" and not r["allowed"]]
         assert len(refused) == 2
         assert health(served)["paused"] is False
@@ -104,7 +97,7 @@ def test_viewer_cannot_steer_operator_can_and_the_viewer_sees_it(served, browser
         toggle.click()
         wait_until(lambda: health(served)["paused"] is True, what="paused by the operator")
         expect(viewer.locator(".runner-status")).to_contain_text("scheduler paused")
-        allowed = [r for r in audit(served, admin_ctx) if r["allowed"]]
+        allowed = [r for r in audit_via_api(served.url, admin_ctx) if r["allowed"]]
         assert [(r["username"], r["action"]) for r in allowed] == [("otto", "pause")]
 
         # the admins' page: refused to the viewer (and audited), shown to the admin

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from conftest import ServedHome, sign_in, wait_until
+from conftest import ServedHome, audit_via_api, sign_in, wait_until
 from playwright.sync_api import expect
 
 pytestmark = pytest.mark.ui
@@ -25,12 +25,6 @@ def served(home):
     server = ServedHome(home)
     yield server
     assert server.stop() == 0
-
-
-def _audit(server, context) -> list[dict]:
-    response = context.request.get(server.url + "/api/audit")
-    assert response.status == 200, response.text()
-    return response.json()
 
 
 def test_operator_makes_and_fires_triggers_viewer_is_refused(served, browser):
@@ -85,12 +79,13 @@ def test_operator_makes_and_fires_triggers_viewer_is_refused(served, browser):
         assert viewer.evaluate(FORGE_DISABLE_JS) is False  # there, not shown
         expect(viewer.locator(".triggers-message")).to_contain_text("needs the operator role")
         wait_until(lambda: any(r["action"] == "trigger.enable" and not r["allowed"]
-                               and r["username"] == "vera" for r in _audit(served, admin_ctx)),
+                               and r["username"] == "vera"
+                               for r in audit_via_api(served.url, admin_ctx)),
                    what="the forged disable audited as refused")
         viewer.reload()
         expect(viewer.locator(".triggers-table tr[data-trigger-id='1']")).to_have_attribute(
             "data-enabled", "true")
-        allowed = [(r["username"], r["action"]) for r in _audit(served, admin_ctx)
+        allowed = [(r["username"], r["action"]) for r in audit_via_api(served.url, admin_ctx)
                    if r["action"].startswith("trigger.") and r["allowed"]]
         assert sorted(allowed) == [("otto", "trigger.fire")] + [("otto", "trigger.save")] * 2
     finally:
