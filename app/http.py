@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+from datetime import datetime
 from pathlib import Path
 
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
@@ -23,8 +24,13 @@ from pipeline.actor import Actor
 from pipeline.exports import csv_bytes, votable_bytes
 from pipeline.jobs.runner_state import RunnerState
 from pipeline.operator_actions import OperatorActions, Refused
+from pipeline.reprocess import OverrideError, Reprocessor, selection_from_saved_query
+from pipeline.reprocess.service import ReprocessError
 from pipeline.store import Store
+from pipeline.store.reprocess import Selection
 from pipeline.store.sources import FilterSpec, InvalidFilter
+from pipeline.triggers.operator import TriggerActions
+from pipeline.triggers.spec import TriggerError
 
 
 class GatedHandler(RequestHandler):
@@ -297,6 +303,135 @@ class SavedQueriesHandler(GatedHandler):
         rows = self.store.saved_queries(reader=reader, page=page)
         self.set_header("Content-Type", "application/json")
         self.write(rows.to_json(orient="records", date_format="iso"))
+
+
+def _json_body(handler: RequestHandler) -> dict:
+    """The request's JSON object body; 400 naming the problem otherwise."""
+    try:
+        body = json.loads(handler.request.body or b"{}")
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise HTTPError(400, reason=f"the body is not JSON: {exc}") from None
+    if not isinstance(body, dict):
+        raise HTTPError(400, reason="the body must be a JSON object")
+    return body
+
+
+def selection_from_json(store: Store, raw: object, reader: str | None) -> Selection:
+    """A reprocess selection from its JSON form (or ``{"saved_query": id}``); 400 if bad."""
+    if not isinstance(raw, dict):
+        raise HTTPError(400, reason="selection must be a JSON object")
+    if "saved_query" in raw:
+        try:
+            return selection_from_saved_query(store, int(raw["saved_query"]), reader=reader)
+        except (TypeError, ValueError):
+            raise HTTPError(400, reason="selection.saved_query must be a query id") from None
+    known = {f.name for f in dataclasses.fields(Selection)}
+    unknown = sorted(set(raw) - known)
+    if unknown:
+        raise HTTPError(400, reason=f"selection field {unknown[0]!r} is not one of "
+                                    f"{', '.join(sorted(known | {'saved_query'}))}")
+    values = dict(raw)
+    try:
+        for key in ("from_utc", "to_utc"):
+            if values.get(key) is not None:
+                values[key] = datetime.fromisoformat(str(values[key])).replace(tzinfo=None)
+        for key in ("states", "ids"):
+            values[key] = tuple(values.get(key) or ())
+        return Selection(**values)
+    except (TypeError, ValueError) as exc:
+        raise HTTPError(400, reason=f"selection: {exc}") from None
+
+
+class ReprocessHandler(GatedHandler):
+    """Reprocess runs through the JSON API; who may act is checked by Reprocessor.
+
+    GET /api/reprocess: the recent runs. GET /api/reprocess/<id>: one run's observations.
+    POST /api/reprocess/plan {selection, from_stage, overrides}: the preview (viewers too).
+    POST /api/reprocess {same}: launch (operators). POST /api/reprocess/<id>/cancel.
+    """
+
+    def initialize(self, store: Store, state: RunnerState, gate: Gate | None = None) -> None:
+        """Tornado passes the route's arguments here."""
+        self.store, self.gate = store, gate
+        self.reprocessor = Reprocessor(store, OperatorActions(store, state))
+
+    def get(self, run_id: str | None = None, _verb: str | None = None) -> None:
+        """Runs, or one run's per-observation progress, as JSON records."""
+        rows = (self.store.reprocess_runs() if run_id is None
+                else self.store.reprocess_progress(int(run_id)))
+        self.set_header("Content-Type", "application/json")
+        self.write(rows.to_json(orient="records", date_format="iso"))
+
+    def post(self, run_id: str | None = None, verb: str | None = None) -> None:
+        """Plan, launch or cancel."""
+        if self.gate is not None and self.gate.read_only:
+            raise HTTPError(403, reason="Forbidden",
+                            log_message="this dashboard is read-only (auth.mode)")
+        try:
+            if run_id is not None:
+                if verb != "cancel":
+                    raise HTTPError(404)
+                self.write({"run_id": int(run_id),
+                            "dropped": self.reprocessor.cancel(self.actor, int(run_id))})
+                return
+            body = _json_body(self)
+            selection = selection_from_json(self.store, body.get("selection", {}),
+                                            self.actor.reader)
+            stage, overrides = body.get("from_stage", ""), body.get("overrides") or {}
+            if verb == "plan":
+                plan = self.reprocessor.plan(selection, stage, overrides)
+                self.write({"selected": plan.selected, "eligible": plan.eligible,
+                            "busy": plan.busy, "jobs": plan.jobs, "summary": plan.summary()})
+                return
+            run, n = self.reprocessor.launch(self.actor, selection, stage, overrides)
+            self.write({"run_id": run, "observations": n})
+        except Refused as exc:
+            raise HTTPError(403, reason="Forbidden", log_message=str(exc)) from None
+        except (ReprocessError, OverrideError) as exc:
+            raise HTTPError(400, reason=str(exc)) from None
+
+
+class ReprocessPlanRoute(ReprocessHandler):
+    """/api/reprocess and /api/reprocess/plan: the runs, a preview, a launch."""
+
+    def get(self, _verb: str | None = None) -> None:
+        """The recent runs."""
+        super().get(None)
+
+    def post(self, verb: str | None = None) -> None:
+        """Launch, or with /plan preview."""
+        super().post(None, verb)
+
+
+class TriggersHandler(GatedHandler):
+    """GET /api/triggers: every trigger; POST /api/triggers/<id>/fire: fire one (operators)."""
+
+    def initialize(self, store: Store, gate: Gate | None = None) -> None:
+        """Tornado passes the route's arguments here."""
+        self.store, self.gate = store, gate
+
+    def get(self, _trigger_id: str | None = None) -> None:
+        """The triggers with their kind, schedule or event, action and enabled flag."""
+        self.set_header("Content-Type", "application/json")
+        self.write(json.dumps([
+            {"id": t.id, "owner": t.owner, **dataclasses.asdict(t.spec),
+             "last_fired_utc": t.last_fired_utc.isoformat() if t.last_fired_utc else None}
+            for t in self.store.trigger_list()], default=str))
+
+    def post(self, trigger_id: str | None = None) -> None:
+        """Fire the trigger now as the caller; 409 when its previous run still goes."""
+        if trigger_id is None:
+            raise HTTPError(404)
+        if self.gate is not None and self.gate.read_only:
+            raise HTTPError(403, reason="Forbidden",
+                            log_message="this dashboard is read-only (auth.mode)")
+        try:
+            history = TriggerActions(self.store).fire(self.actor, int(trigger_id))
+        except Refused as exc:
+            raise HTTPError(403, reason="Forbidden", log_message=str(exc)) from None
+        except TriggerError as exc:
+            raise HTTPError(404 if "does not exist" in str(exc) else 400, reason=str(exc)) from None
+        self.write({"trigger_id": int(trigger_id), "history_id": history})
 
 
 class AuditHandler(GatedHandler):

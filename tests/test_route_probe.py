@@ -24,8 +24,9 @@ pytestmark = pytest.mark.ui
 
 API_GETS = ["/api/whoami", "/api/images/1/fits", "/api/images/1/thumbnail",
             "/api/sources.csv", "/api/sources.vot", "/api/audit", "/api/saved-queries",
-            "/api/saved-queries/1"]
-ACTIONS = ["/api/pause", "/api/resume", "/api/observations/x/retry"]
+            "/api/saved-queries/1", "/api/reprocess", "/api/reprocess/1", "/api/triggers"]
+ACTIONS = ["/api/pause", "/api/resume", "/api/observations/x/retry", "/api/reprocess",
+           "/api/reprocess/1/cancel", "/api/triggers/1/fire"]
 
 
 def call(url: str, method: str = "GET", *, headers: dict | None = None,
@@ -118,7 +119,8 @@ def test_a_viewers_key_cannot_act_and_each_try_is_audited(served):
     status, _, body = call(served.url + "/api/audit", headers=bearer(admin))
     refused = {(r["username"], r["action"]) for r in json.loads(body) if not r["allowed"]}
     assert {("viewer-script", "pause"), ("viewer-script", "resume"),
-            ("viewer-script", "retry")} <= refused
+            ("viewer-script", "retry"), ("viewer-script", "reprocess"),
+            ("viewer-script", "cancel"), ("viewer-script", "trigger.fire")} <= refused
     # the viewer's key reads what viewers read
     assert call(served.url + "/api/sources.csv", headers=bearer(viewer))[0] == 200
     # an operator's key acts; a cookie-less cross-site form cannot ride on it
@@ -289,3 +291,35 @@ def test_the_api_hands_a_private_query_to_its_owner_only(tmp_path):
                     assert json.loads(missing[2])["error"] == "saved query 999999 not found"
     finally:
         assert server.stop() == 0
+
+
+def test_an_operator_plans_launches_and_cancels_a_reprocess_through_the_api(served):
+    operator = bearer(test_api_key(served.home, "operator", "operator-reprocess"))
+    body = json.dumps({"selection": {"states": ["complete"]}, "from_stage": "image",
+                       "overrides": {"imaging.niter": 40}})
+    status, _, text = call(served.url + "/api/reprocess/plan", "POST", body=body,
+                           headers=operator)
+    assert status == 200, text
+    plan = json.loads(text)
+    assert plan["eligible"] == 2 and plan["jobs"] == 4  # image and measure, twice
+    for bad, words in (({"selection": {"colour": "red"}, "from_stage": "image"}, "colour"),
+                       ({"selection": {}, "from_stage": "image",
+                         "overrides": {"imaging.nitre": 1}}, "nitre"),
+                       ({"selection": {}, "from_stage": "paint"}, "paint")):
+        status, _, text = call(served.url + "/api/reprocess/plan", "POST",
+                               body=json.dumps(bad), headers=operator)
+        assert status == 400 and words in json.loads(text)["error"], text
+    status, _, text = call(served.url + "/api/reprocess", "POST", body=body, headers=operator)
+    assert status == 200, text
+    run = json.loads(text)
+    assert run["observations"] == 2
+    status, _, text = call(f"{served.url}/api/reprocess/{run['run_id']}", headers=operator)
+    assert status == 200 and len(json.loads(text)) == 2
+    status, _, text = call(f"{served.url}/api/reprocess/{run['run_id']}/cancel", "POST",
+                           body="", headers=operator)
+    assert status == 200 and json.loads(text)["dropped"] == 2  # paused: none had started
+    health = json.loads(call(served.url + "/api/health")[2])
+    assert health["counts"]["complete"] == 2  # as they were
+    status, _, text = call(served.url + "/api/triggers/999/fire", "POST", body="",
+                           headers=operator)
+    assert status == 404 and "does not exist" in json.loads(text)["error"]
