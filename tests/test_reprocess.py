@@ -18,6 +18,7 @@ from pipeline.actor import Actor
 from pipeline.home import Home
 from pipeline.jobs.default_stages import default_registry
 from pipeline.jobs.runner import Runner
+from pipeline.jobs.runner_config import RunnerConfig
 from pipeline.jobs.runner_state import RunnerState
 from pipeline.operator_actions import OperatorActions, Refused
 from pipeline.provenance import NOT_GIT
@@ -182,6 +183,115 @@ def test_reprocess_from_convert_writes_a_new_ms_beside_the_old(processed):
         stages = store.provenance(first).query("run_id == @run_id")["stage"].tolist()
         assert stages == ["convert", "calibrate", "image", "measure"]
         assert store.current_image(first)["version"] == 2
+
+
+def _corrected(ms: str) -> np.ndarray:
+    from casacore.tables import table
+    with table(ms, ack=False) as t:
+        return t.getcol("CORRECTED_DATA")
+
+
+def _mark_corrected(ms: str, value: complex) -> np.ndarray:
+    """Overwrite an MS's CORRECTED_DATA with ``value``; returns what it held."""
+    from casacore.tables import table
+    with table(ms, readonly=False, ack=False) as t:
+        data = t.getcol("CORRECTED_DATA")
+        t.putcol("CORRECTED_DATA", np.full_like(data, value))
+    return data
+
+
+def test_reprocess_from_calibrate_works_on_a_copy_beside_the_ms(processed):
+    with Store.open(processed) as store:
+        first = store.observations()["id"].iloc[0]
+        old_ms = store.observation(first).ms_path
+        calibrated = _mark_corrected(old_ms, 7 + 7j)  # whatever the rerun writes is not this
+        run_id, _ = _reprocessor(store).launch(OTTO, Selection(ids=(first,)), "calibrate")
+        registry = default_registry(load_settings(processed))
+        seen = {}
+        record = registry.records["calibrate"]
+
+        def record_and_look(store_, obs, result, now):
+            # the stage has calibrated the run's copy; the observation's MS is still the old
+            seen["ms_path"] = store_.observation(obs.id).ms_path
+            seen["old"] = _corrected(old_ms)
+            seen["result"] = result.ms_path
+            return record(store_, obs, result, now)
+
+        registry.records["calibrate"] = record_and_look
+        Runner(store, processed, registry).run_once()
+        assert seen["ms_path"] == old_ms and seen["result"] != old_ms
+        np.testing.assert_allclose(seen["old"], 7 + 7j)
+        new_ms = store.observation(first).ms_path
+        assert new_ms == seen["result"] and Path(new_ms).parent == processed.ms / f"run{run_id}"
+        np.testing.assert_allclose(_corrected(old_ms), 7 + 7j)  # untouched after, too
+        # the copy was calibrated afresh: what the first pass wrote, not the mark
+        np.testing.assert_allclose(_corrected(new_ms), calibrated, rtol=1e-4, atol=1e-6)
+        assert store.current_image(first)["version"] == 2
+        assert list(store.reprocess_progress(run_id)["status"]) == ["done"]
+
+
+def _failing_once(stage):
+    """``stage`` run for real, then the attempt fails (a worker lost after writing)."""
+    def run(ctx):
+        stage(ctx)
+        raise RuntimeError("worker lost after the stage wrote its files")
+    return run
+
+
+def test_a_cancel_before_a_calibrate_rerun_recorded_leaves_no_copy(processed):
+    with Store.open(processed) as store:
+        first = store.observations()["id"].iloc[0]
+        old_ms = store.observation(first).ms_path
+        rp = _reprocessor(store)
+        run_id, _ = rp.launch(OTTO, Selection(ids=(first,)), "calibrate")
+        registry = default_registry(load_settings(processed))
+        registry.stages["calibrate"] = _failing_once(registry.stages["calibrate"])
+        runner = Runner(store, processed, registry)
+        (claim,) = runner.claim_ready(1)
+        assert runner.run_claim(claim) == "retry"  # pending again, its copy left behind
+        run_dir = processed.ms / f"run{run_id}"
+        assert (run_dir / Path(old_ms).name).is_dir()
+        assert rp.cancel(OTTO, run_id) == 1
+        assert not run_dir.exists()
+        obs = store.observation(first)
+        assert (obs.state, obs.ms_path) == ("complete", old_ms)
+        assert store.current_image(first)["version"] == 1
+
+
+def test_a_rerun_whose_measure_fails_leaves_the_observation_fully_old(processed):
+    with Store.open(processed) as store:
+        first = store.observations()["id"].iloc[0]
+        old_ms, old_image = store.observation(first).ms_path, store.current_image(first)
+        before, applied = _snapshot(store), store.calibration_applied(first)
+        rp = _reprocessor(store)
+        run_id, _ = rp.launch(OTTO, Selection(ids=(first,)), "calibrate",
+                              {"imaging.niter": 40})
+        registry = default_registry(load_settings(processed))
+        registry.stages["measure"] = _failing_once(registry.stages["measure"])
+        Runner(store, processed, registry, config=RunnerConfig(max_attempts=1)).run_once()
+        # its new MS and image were recorded, then measure was quarantined: all undone
+        progress = store.reprocess_progress(run_id).iloc[0]
+        assert progress["status"] == "failed" and "worker lost" in progress["error"]
+        obs = store.observation(first)
+        assert (obs.state, obs.ms_path) == ("complete", old_ms)
+        image = store.current_image(first)
+        assert (image["version"], image["path"]) == (1, old_image["path"])
+        assert store.image_versions(int(image["id"]))["version"].tolist() == [1]
+        after = _snapshot(store)
+        assert after["rows"] == before["rows"] and after["total"] == before["total"]
+        assert store.calibration_applied(first)["caltable_id"].tolist() == \
+            applied["caltable_id"].tolist()
+        assert not (store.provenance(first)["run_id"] == run_id).any()
+        assert not (processed.ms / f"run{run_id}" / Path(old_ms).name).exists()
+        # bulk retry sends it back to the run's from-stage; now it goes through, fully new
+        assert rp.retry_failed(OTTO, run_id) == [first]
+        Runner(store, processed, default_registry(load_settings(processed))).run_once()
+        assert list(store.reprocess_progress(run_id)["status"]) == ["done"]
+        assert f"/run{run_id}/" in store.observation(first).ms_path
+        image = store.current_image(first)
+        assert image["version"] == 2 and image["path"] != old_image["path"]
+        assert store.image_provenance(int(image["id"]), 2)["settings"]["niter"] == 40
+        assert _snapshot(store)["rows"] == before["rows"]
 
 
 # ----------------------------------------------------------- plan, overrides, roles

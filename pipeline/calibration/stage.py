@@ -217,11 +217,19 @@ def run_calibrate(ctx: StageContext, *, numerics: Numerics) -> StageResult:
     if not obs.ms_path:
         raise CalibrationInputError(obs.id, "has no Measurement Set; convert it first")
     ms = Path(obs.ms_path)
+    tag = ctx.inputs.get("product_tag")
+    if tag:
+        # A reprocess run calibrates its own copy beside the current MS (ms/run<N>/): the
+        # current one, and the image made from it, stay as they are until this records,
+        # when the copy becomes the observation's MS in the record's transaction.
+        from pipeline.reprocess.files import ms_working_copy  # noqa: PLC0415
+        ms = ms_working_copy(ms, ctx.home.ms, str(tag))
+    moved = str(ms) if str(ms) != obs.ms_path else None
     rebuilt = None
     if numerics.repair is not None:
         rebuilt = numerics.repair(ctx, ms, progress=lambda f: ctx.progress(REBUILD_SHARE * f))
     if rebuilt is None:
-        return StageResult(payload=_calibrate(ctx, ms, numerics=numerics))
+        return StageResult(payload=_calibrate(ctx, ms, numerics=numerics), ms_path=moved)
     outer = ctx.progress
     ctx = replace(ctx, progress=lambda f: outer(REBUILD_SHARE + (1 - REBUILD_SHARE) * f))
     outcome = _calibrate(ctx, rebuilt, numerics=numerics)

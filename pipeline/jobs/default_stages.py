@@ -17,7 +17,7 @@ from pipeline.photometry.stage import (
     resort_photometry_task,
 )
 from pipeline.provenance import ProvenanceRecorder
-from pipeline.reprocess.hooks import finish_items, run_overrides
+from pipeline.reprocess.hooks import finish_items, rollback_failed, run_overrides
 from pipeline.settings import Settings
 
 #: Seconds between scans of home/incoming.
@@ -57,9 +57,11 @@ def with_reprocessing(registry: StageRegistry) -> StageRegistry:
     """Hook reprocess runs and provenance into ``registry``'s stages (in place; returned).
 
     An input hook hands every stage its reprocess run's overrides; after every record the
-    product's provenance is written, and a run's observation is done at the last stage.
+    product's provenance is written, and a run's observation is done at the last stage;
+    one that fails (quarantined) rolls back to its products from before the run.
     """
     registry.input_hooks.append(run_overrides)
+    registry.on_quarantine.append(rollback_failed)
     specs = registry.specs()
     registry.after_record.append(ProvenanceRecorder())
     if specs:

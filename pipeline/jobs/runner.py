@@ -69,6 +69,9 @@ class StageRegistry:
     input_hooks: list[InputsFn] = field(default_factory=list)
     #: run after every stage's record, in its transaction (provenance, reprocess runs)
     after_record: list[AfterRecordFn] = field(default_factory=list)
+    #: run after a job is quarantined, (store, home, observation id, stage, error, now):
+    #: a reprocess run's observation rolls back to its products from before the run
+    on_quarantine: list[Callable[..., None]] = field(default_factory=list)
 
     def register_stage(self, name: str, fn: StageFn, *, prepare: PrepareFn | None = None,
                        record: RecordFn | None = None) -> None:
@@ -326,6 +329,12 @@ class Runner:
             self.store.add_alert(
                 severity="warning", kind="quarantined", subject=claim.observation_id, now=now,
                 message=f"{claim.stage} failed {claim.attempts} times: {message}")
+            for hook in self.registry.on_quarantine:
+                try:
+                    hook(self.store, self.home, claim.observation_id, claim.stage, message, now)
+                except Exception:  # the quarantine stands; the hook's failure is logged
+                    log.exception("quarantine hook of %s %s failed", claim.stage,
+                                  claim.observation_id)
         self.state.publish(last_error=f"{claim.observation_id} {claim.stage}: {message}")
         return outcome or "lost"
 

@@ -1,18 +1,21 @@
-"""Runner hooks of reprocessing: a run's overrides into a stage's inputs, its items finished.
+"""Runner hooks of reprocessing: a run's overrides into stages, its items finished or undone.
 
-Both run in the server process (input and after-record hooks), never in a stage.
+All run in the server process (input, after-record and quarantine hooks), never in a stage.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
 from datetime import datetime
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from pipeline.jobs.contract import Observation, StageResult
+from pipeline.reprocess.files import remove_run_ms, run_dir, run_tag
 from pipeline.reprocess.overrides import OVERRIDE_SECTIONS, apply_overrides
 
 if TYPE_CHECKING:
+    from pipeline.home import Home
     from pipeline.store import Store
 
 _SECTION_OF = {stage: section for section, stage in OVERRIDE_SECTIONS.items()}
@@ -30,7 +33,7 @@ def run_overrides(store: Store, obs: Observation, stage: str, inputs: Mapping[st
         return inputs
     run_id, overrides = active
     section = _SECTION_OF.get(stage)
-    out = dict(inputs, reprocess_run=run_id, product_tag=f"run{run_id}")
+    out = dict(inputs, reprocess_run=run_id, product_tag=run_tag(run_id))
     if section and section in overrides and "config" in out:
         out["config"] = apply_overrides(out["config"], overrides[section])
     return out
@@ -44,3 +47,20 @@ def finish_items(last_stage: str):
         if stage == last_stage and run_id is not None:
             store.finish_reprocess_item(int(run_id), obs.id, now=now)
     return after
+
+
+def rollback_failed(store: Store, home: Home, observation_id: str, stage: str, error: str,
+                    now: datetime) -> None:
+    """A quarantine hook: a run's observation that failed goes back to its old products.
+
+    The store puts back the MS path, calibration and image from before the run in one
+    transaction; the run's MS (a copy or a reconversion beside the old one) is removed,
+    since nothing points at it any more. Images it made stay on disk, unrecorded.
+    """
+    run_id = store.rollback_reprocess_item(observation_id, error=f"{stage}: {error}", now=now)
+    if run_id is None:
+        return
+    ms_path = store.observation(observation_id).ms_path
+    # The run's MS has the old one's name in the run's folder (a copy or a reconversion).
+    if ms_path and Path(ms_path).parent != run_dir(home.ms, run_tag(run_id)):
+        remove_run_ms(home.ms, run_id, Path(ms_path).name)

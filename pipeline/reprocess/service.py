@@ -5,13 +5,16 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
+from pathlib import Path
 from typing import Any
 
 from pipeline.actor import Actor
 from pipeline.clock import utcnow
 from pipeline.errors import ContimgError
+from pipeline.home import Home
 from pipeline.jobs.states import STAGES, stage_spec
 from pipeline.operator_actions import OperatorActions
+from pipeline.reprocess.files import remove_run_ms
 from pipeline.reprocess.overrides import validate_overrides
 from pipeline.store import Store
 from pipeline.store.query_specs import SpecProblem, filter_from_spec
@@ -110,19 +113,31 @@ class Reprocessor:
         """Cancel a run: pending observations dropped, running ones finish; returns dropped."""
         self.actions.authorize(actor, "cancel", target=f"run {run_id}")
         dropped = self.store.cancel_reprocess(int(run_id), by=actor.name, now=self.clock())
+        # A dropped observation's copy from an attempt that failed and waits to be retried:
+        # nothing points at it any more (its MS is the old one again).
+        ms_root = Home(root=Path(self.store.path).parent).ms
+        for obs_id in dropped:
+            ms_path = self.store.observation(obs_id).ms_path
+            if ms_path:
+                remove_run_ms(ms_root, int(run_id), Path(ms_path).name)
         self._audit(actor, "cancel", target=f"run {run_id}",
-                    detail=f"{dropped} pending observation(s) dropped")
-        return dropped
+                    detail=f"{len(dropped)} pending observation(s) dropped")
+        return len(dropped)
 
     def retry_failed(self, actor: Actor, run_id: int) -> list[str]:
-        """Send a run's failed observations back to the stage they failed in (bulk retry)."""
-        failed = self.store.reprocess_failed(int(run_id))
-        return self.actions.retry(actor, failed) if failed else \
-            self._nothing(actor, run_id)
+        """Send a run's failed observations back (bulk retry); returns those sent.
 
-    def _nothing(self, actor: Actor, run_id: int) -> list[str]:
+        One rolled back by its failure goes back to the run's from-stage (its products
+        were the old ones again); one quarantined but not rolled back to its failed stage.
+        """
         self.actions.authorize(actor, "retry", target=f"run {run_id}")
-        return []
+        relaunched = self.store.relaunch_failed_items(int(run_id), now=self.clock())
+        if relaunched:
+            self._audit(actor, "retry", target=f"run {run_id}",
+                        detail=f"{len(relaunched)} rolled-back observation(s) sent back "
+                               "to the run's from-stage")
+        failed = self.store.reprocess_failed(int(run_id))
+        return relaunched + (self.actions.retry(actor, failed) if failed else [])
 
     def _audit(self, actor: Actor, action: str, *, target: str, detail: str) -> None:
         self.store.record_action(username=actor.name, role=actor.role, action=action,
