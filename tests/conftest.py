@@ -233,11 +233,17 @@ class ServedHome:
         return self.proc.returncode
 
 
+#: how long a browser assertion waits for the page (Playwright's own default, 5 s, was too
+#: short for a save's round trip on a loaded 2-core machine)
+EXPECT_TIMEOUT_MS = 20_000
+
+
 @pytest.fixture(scope="session")
 def browser():
     if not Path(CHROMIUM).exists():
         pytest.fail(f"{CHROMIUM} is missing: `make test` installs Debian's chromium")
-    from playwright.sync_api import sync_playwright
+    from playwright.sync_api import expect, sync_playwright
+    expect.set_options(timeout=EXPECT_TIMEOUT_MS)
     with sync_playwright() as p:
         b = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
         yield b
