@@ -149,7 +149,9 @@ def test_filter_open_view_and_overlay(served, page):
     img.scroll_into_view_if_needed()  # lazy-loaded
     page.wait_for_function("i => i.complete && i.naturalWidth > 0", arg=img.element_handle())
 
-    # open an image from the table: the viewer shows it with the catalog overlay
+    # open an image from the table: the viewer shows it with the catalog overlay (once the
+    # table holds the filter's rows: a click on a row about to be redrawn is lost)
+    expect(rows).to_have_count(served.expected["dec"])
     first_id = int(rows.first.locator('[tabulator-field="id"]').inner_text())
     rows.first.locator('[tabulator-field="observation"]').click()
     expect(page.locator(".viewer-title")).to_contain_text(f"image {first_id}")
