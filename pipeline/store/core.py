@@ -113,6 +113,10 @@ class Store(ImageQueries, SourceQueries, PhotometryQueries, CalibrationFileQueri
         # while a wake-up ran compares counts, so that wake-up is not lost.
         self._wakes: dict[str, int] = {}
         self._wakes_lock = threading.Lock()
+        # Writes committed through this object (transactions, and the autocommit writes that
+        # make trigger events): the trigger service skips its store queries while it is
+        # unchanged, and still polls now and then for writes made elsewhere.
+        self._writes = 0
 
     # ---------------------------------------------------------------- opening
     @classmethod
@@ -174,6 +178,7 @@ class Store(ImageQueries, SourceQueries, PhotometryQueries, CalibrationFileQueri
         try:
             yield cur
             cur.commit()
+            self.note_write()
         except BaseException:
             try:
                 cur.rollback()
@@ -187,6 +192,15 @@ class Store(ImageQueries, SourceQueries, PhotometryQueries, CalibrationFileQueri
     def _in_transaction(self) -> bool:
         """Whether this thread's cursor is inside a transaction opened by ``_transaction``."""
         return getattr(self._local, "in_transaction", False)
+
+    def note_write(self) -> None:
+        """Count a committed write (call it after the commit, so a reader never misses it)."""
+        with self._wakes_lock:
+            self._writes += 1
+
+    def write_count(self) -> int:
+        """How many writes ``note_write`` has counted on this object (not other objects')."""
+        return self._writes
 
     def _retrying(self, fn: Callable[[], T]) -> T:
         """``_retry_conflicts(fn)``, or ``fn()`` once inside an open transaction.
@@ -220,6 +234,7 @@ class Store(ImageQueries, SourceQueries, PhotometryQueries, CalibrationFileQueri
             [obs_id, start_utc, mid_mjd, dec_deg, n_subbands, partial, state, error, ms_path,
              now, now],
         ).fetchall()
+        self.note_write()
         return bool(rows)
 
     def observation(self, obs_id: str) -> Observation:
@@ -673,7 +688,7 @@ class Store(ImageQueries, SourceQueries, PhotometryQueries, CalibrationFileQueri
         """
         measured = (None if flux_ratio is None or model_flux_jy is None
                     else flux_ratio * model_flux_jy)
-        return self._cur.execute(
+        caltable_id = self._cur.execute(
             "INSERT INTO caltables (observation_id, calibrator, kind, path, g_path, transit_mjd, "
             "valid_from_mjd, valid_to_mjd, qa_passed, qa_reason, snr, flagged_frac, "
             "antennas_lost, flux_ratio, model_flux_jy, measured_flux_jy, created_utc) "
@@ -690,6 +705,8 @@ class Store(ImageQueries, SourceQueries, PhotometryQueries, CalibrationFileQueri
             [observation_id, calibrator, b_path, g_path, transit_mjd, valid_from_mjd,
              valid_to_mjd, qa_passed, qa_reason, snr, flagged_frac, antennas_lost, flux_ratio,
              model_flux_jy, measured, now]).fetchone()[0]
+        self.note_write()
+        return caltable_id
 
     def caltables(self, *, from_mjd: float | None = None, to_mjd: float | None = None,
                   observation_id: str | None = None, limit: int = 10_000) -> pd.DataFrame:

@@ -34,19 +34,27 @@ def _values(spec: TriggerSpec) -> list:
             for k in _SPEC_FIELDS]
 
 
+#: the table whose rows are each event kind's subjects (its part of ``event_fingerprint``)
+EVENT_SOURCES = {"observation complete": "observations",
+                 "calibration registered": "caltables", "calibration QA failed": "caltables",
+                 "image QA failed": "images", "new images in strip": "images"}
+
+
 class TriggerQueries:
     """Mixin of Store: making, editing, listing and claiming triggers; their history."""
 
     def add_trigger(self, spec: TriggerSpec, *, owner: str, now: datetime) -> int:
         """Store a new trigger; returns its id (TriggerError on a taken name)."""
         try:
-            return self._cur.execute(  # type: ignore[attr-defined]
+            trigger_id = self._cur.execute(  # type: ignore[attr-defined]
                 f"INSERT INTO triggers ({', '.join(_SPEC_FIELDS)}, owner, created_utc, "
                 f"updated_utc) VALUES ({', '.join('?' * (len(_SPEC_FIELDS) + 3))}) "
                 "RETURNING id", [*_values(spec), owner, now, now]).fetchone()[0]
         except duckdb.ConstraintException:
             raise TriggerError("name", f"a trigger named {spec.name!r} exists; choose "
                                "another name or edit that one") from None
+        self.note_write()  # type: ignore[attr-defined]
+        return trigger_id
 
     def update_trigger(self, trigger_id: int, spec: TriggerSpec, *, now: datetime) -> bool:
         """Replace a trigger's spec (a new revision); False if there is no such trigger."""
@@ -58,14 +66,17 @@ class TriggerQueries:
                 [*_values(spec), now, int(trigger_id)]).fetchall()
         except duckdb.ConstraintException:
             raise TriggerError("name", f"a trigger named {spec.name!r} exists") from None
+        self.note_write()  # type: ignore[attr-defined]
         return bool(rows)
 
     def set_trigger_enabled(self, trigger_id: int, enabled: bool, *, now: datetime) -> bool:
         """Enable or disable a trigger; False if there is no such trigger."""
-        return bool(self._cur.execute(  # type: ignore[attr-defined]
+        rows = self._cur.execute(  # type: ignore[attr-defined]
             "UPDATE triggers SET enabled = ?, revision = nextval('trigger_revision_seq'), "
             "updated_utc = ? WHERE id = ? RETURNING id",
-            [bool(enabled), now, int(trigger_id)]).fetchall())
+            [bool(enabled), now, int(trigger_id)]).fetchall()
+        self.note_write()  # type: ignore[attr-defined]
+        return bool(rows)
 
     def delete_trigger(self, trigger_id: int) -> bool:
         """Delete a trigger (its history stays); False if there was none."""
@@ -97,15 +108,6 @@ class TriggerQueries:
         return [_trigger(r) for r in self._cur.execute(  # type: ignore[attr-defined]
             f"SELECT {_COLUMNS} FROM triggers WHERE list_contains(?, id)",
             [[int(i) for i in ids]]).fetchall()]
-
-    def trigger_revision(self) -> tuple[int, int]:
-        """(row count, highest revision) of the triggers.
-
-        It changes whenever any trigger is made, edited or deleted, so a poller rereads
-        the rows only then.
-        """
-        return tuple(self._cur.execute(  # type: ignore[attr-defined]
-            "SELECT count(*), coalesce(max(revision), 0) FROM triggers").fetchone())
 
     def claim_trigger_run(self, trigger_id: int, *, now: datetime) -> bool:
         """Take the trigger's run claim; False when a run of it is still going."""
@@ -156,14 +158,17 @@ class TriggerQueries:
             "ORDER BY h.fired_utc DESC, h.id DESC LIMIT ?", [trigger_id, trigger_id, limit])
 
     # ------------------------------------------------------------- events
-    def event_fingerprint(self) -> tuple:
-        """One row that changes whenever an event a trigger may watch can have happened."""
-        return tuple(self._cur.execute(  # type: ignore[attr-defined]
+    def event_fingerprint(self) -> dict[str, tuple]:
+        """Per event source table, values that change whenever an event from it can have
+        happened, in one query: keys "observations", "caltables", "images"."""
+        row = self._cur.execute(  # type: ignore[attr-defined]
             "SELECT (SELECT count(*) FROM observations WHERE state = 'complete'), "
             "(SELECT max(updated_utc) FROM observations WHERE state = 'complete'), "
             "(SELECT count(*) FROM caltables), (SELECT max(created_utc) FROM caltables), "
             "(SELECT count(*) FROM images), (SELECT max(created_utc) FROM images)"
-        ).fetchone())
+        ).fetchone()
+        return {"observations": tuple(row[0:2]), "caltables": tuple(row[2:4]),
+                "images": tuple(row[4:6])}
 
     def unseen_event_subjects_many(self, event_kind: str, watchers: Sequence[tuple]
                                    ) -> dict[int, list[str]]:
@@ -175,7 +180,7 @@ class TriggerQueries:
         """
         if not watchers:
             return {}
-        sources = {
+        sources = {  # each kind's table is EVENT_SOURCES[kind]
             "observation complete": "SELECT id AS s, updated_utc AS t, NULL AS dec "
                                     "FROM observations WHERE state = 'complete'",
             "calibration registered": "SELECT 'caltable:' || id, created_utc, NULL "

@@ -9,6 +9,13 @@ reads ``datetime.now`` inside its loop and its executors' misfire check, so its 
 could not be driven by an injected clock in tests; croniter (the same one the page shows
 the next five fire times with) is the single source of a trigger's schedule. APScheduler
 drives ``tick`` once a second and runs each firing as a job in the service's pool.
+
+Why a tick usually asks the store nothing: the store counts the writes committed through
+it (``Store.write_count``), so while that count is unchanged no trigger was edited and no
+event happened through this process's store, and a cron trigger's next fire time is kept
+in its plan. Writes made elsewhere (another Store object, the CLI in another process) are
+not counted; they are picked up by a poll of the store every ``poll_every`` of the tick's
+clock, so they take effect within that bound.
 """
 
 from __future__ import annotations
@@ -25,6 +32,7 @@ from croniter import croniter
 
 from pipeline.clock import utcnow
 from pipeline.store import Store
+from pipeline.store.triggers import EVENT_SOURCES
 from pipeline.triggers import firing
 from pipeline.triggers.actions import ActionFn
 from pipeline.triggers.spec import Trigger, next_fire_times, zone
@@ -33,6 +41,8 @@ log = logging.getLogger(__name__)
 
 #: a fire time handled this late still counts as on time under the "skip" policy
 ON_TIME_GRACE = timedelta(seconds=30)
+#: edits and events written through another Store object or process are seen within this
+POLL_EVERY = timedelta(seconds=5)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -54,16 +64,19 @@ class TriggerService:
 
     def __init__(self, store: Store, *, clock: Callable[[], datetime] = utcnow,
                  tick_s: float = 1.0, workers: int = 2, autotick: bool = True,
-                 actions: dict[str, ActionFn] | None = None):
+                 actions: dict[str, ActionFn] | None = None,
+                 poll_every: timedelta = POLL_EVERY):
         self.store, self.clock, self.tick_s = store, clock, tick_s
         self.workers, self.autotick, self.actions = workers, autotick, actions
+        self.poll_every = poll_every
         self._scheduler: BackgroundScheduler | None = None
         self._plans: dict[int, _Plan] = {}
-        self._revision: tuple | None = None
-        self._known: dict[int, int] = {}  # every trigger row's revision, as last read
+        self._known: dict[int, int] | None = None  # every trigger row's revision, as last read
         self._started_sync = False  # whether the first read (at start) is done
-        self._fingerprint: tuple | None = None
-        self._events_pending = False
+        self._writes_seen: int | None = None  # the store's write count at the last check
+        self._checked: datetime | None = None  # the tick time of the last check
+        self._fingerprint: dict[str, tuple] = {}  # event_fingerprint at the last check
+        self._pending_kinds: set[str] = set()  # event kinds to look at whatever changed
         self._lock = threading.Lock()  # one tick at a time (APScheduler's and a test's)
         self._idle = threading.Condition()
         self._inflight = 0
@@ -103,8 +116,17 @@ class TriggerService:
         with self._lock:
             now = now or self.clock()
             try:
-                self._sync(now)
-                return self._due_cron(now) + self._due_events(now)
+                # read the count before the queries: a write committed during them counts
+                # after them, so the next tick looks again
+                writes = self.store.write_count()
+                check = (writes != self._writes_seen or bool(self._pending_kinds)
+                         or self._checked is None
+                         or not self._checked <= now < self._checked + self.poll_every)
+                if check:
+                    self._writes_seen, self._checked = writes, now
+                    self._sync(now)
+                started = self._due_cron(now)
+                return started + (self._due_events(now) if check else 0)
             finally:
                 self.ticks += 1
 
@@ -114,12 +136,11 @@ class TriggerService:
         return None if plan is None else plan.next_due
 
     def _sync(self, now: datetime) -> None:
-        revision = self.store.trigger_revision()
-        if revision == self._revision:
-            return
-        self._revision = revision
         revisions = self.store.trigger_revisions()
-        changed = [tid for tid, rev in revisions.items() if self._known.get(tid) != rev]
+        if revisions == self._known:
+            return
+        known = self._known or {}
+        changed = [tid for tid, rev in revisions.items() if known.get(tid) != rev]
         self._known = revisions
         plans = {tid: plan for tid, plan in self._plans.items()
                  if revisions.get(tid) == plan.trigger.revision}
@@ -127,6 +148,8 @@ class TriggerService:
             plans.pop(trig.id, None)
             if not trig.spec.enabled or trig.spec.kind == "manual":
                 continue
+            if trig.spec.kind == "event":  # new or edited: look whatever else changed
+                self._pending_kinds.add(trig.spec.event_kind)
             if self._started_sync or trig.last_fired_utc is None:
                 # new or edited while running: its schedule starts at the edit
                 after = max(trig.updated_utc, trig.last_fired_utc or trig.updated_utc)
@@ -136,7 +159,6 @@ class TriggerService:
             plans[trig.id] = _plan(trig, after)
         self._plans = plans
         self._started_sync = True
-        self._events_pending = True
 
     def _due_cron(self, now: datetime) -> int:
         started = 0
@@ -168,12 +190,16 @@ class TriggerService:
 
     def _due_events(self, now: datetime) -> int:
         fingerprint = self.store.event_fingerprint()
-        if fingerprint == self._fingerprint and not self._events_pending:
-            return 0  # nothing any event trigger watches has changed: one query per tick
-        self._fingerprint, self._events_pending = fingerprint, False
+        moved = {src for src, value in fingerprint.items()
+                 if self._fingerprint.get(src) != value}
+        self._fingerprint = fingerprint
+        kinds = self._pending_kinds | {k for k, src in EVENT_SOURCES.items() if src in moved}
+        self._pending_kinds = set()
+        if not kinds:
+            return 0  # nothing any event trigger watches has changed
         watching: dict[str, list[Trigger]] = {}
-        for plan in self._plans.values():
-            if plan.trigger.spec.kind == "event":
+        for plan in self._plans.values():  # only the kinds whose table changed
+            if plan.trigger.spec.kind == "event" and plan.trigger.spec.event_kind in kinds:
                 watching.setdefault(plan.trigger.spec.event_kind, []).append(plan.trigger)
         started = 0
         # Events count from the trigger's last edit or enabling: what happened while it
@@ -187,7 +213,7 @@ class TriggerService:
                 if len(subjects) < int(trig.spec.event_params.get("n", 1)) or not subjects:
                     continue
                 if not self.store.claim_trigger_run(trig.id, now=now):
-                    self._events_pending = True  # fire them once the running one ends
+                    self._pending_kinds.add(kind)  # fire them once the running one ends
                     continue
                 self.store.mark_event_subjects_seen(trig.id, subjects)
                 started += self._dispatch(trig, f"event:{kind}", now,
