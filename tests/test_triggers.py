@@ -255,3 +255,16 @@ def test_a_reprocess_trigger_without_stage_or_selection_fails_with_a_history_row
     assert row.outcome == "failed"
     assert "action parameters" in row.detail and match in row.detail
     assert store.trigger(tid).running_since is None  # the claim is released
+
+
+def test_an_edit_through_another_store_object_is_seen_within_the_poll(store, service):
+    tid = _cron(store, cron="0 * * * *")
+    service.tick(T0)
+    with Store.open(store.path.parent) as other:  # not counted by this store: the poll
+        spec = other.trigger(tid).spec
+        other.update_trigger(tid, TriggerSpec(**{**spec.__dict__, "cron": "*/5 * * * *"}),
+                             now=T0 + timedelta(seconds=1))
+    service.tick(T0 + timedelta(seconds=2))  # within the poll interval: the old plan
+    assert service.next_fire(tid) == datetime(2026, 3, 1, 13, 0)
+    service.tick(T0 + service.poll_every + timedelta(seconds=1))
+    assert service.next_fire(tid) == datetime(2026, 3, 1, 12, 5)
