@@ -230,6 +230,32 @@ def test_reprocess_from_calibrate_works_on_a_copy_beside_the_ms(processed):
         assert list(store.reprocess_progress(run_id)["status"]) == ["done"]
 
 
+def test_a_calibrate_rerun_with_a_chosen_caltable_applies_exactly_that_one(processed):
+    with Store.open(processed) as store:
+        first = store.observations()["id"].iloc[0]
+        own = store.calibration_applied(first)["caltable_id"].tolist()
+        tables = store.caltables()
+        other = int(tables[~tables["id"].isin(own)].iloc[0]["id"])  # a day away
+        rp = _reprocessor(store)
+        overrides = {"calibration.caltable_id": other}
+        plan = rp.plan(Selection(ids=(first,)), "calibrate", overrides)
+        assert f"caltable {other} (3C48) is outside its validity window for 1 of 1" \
+            in plan.summary()
+        run_id, _ = rp.launch(OTTO, Selection(ids=(first,)), "calibrate", overrides)
+        Runner(store, processed, default_registry(load_settings(processed))).run_once()
+        assert list(store.reprocess_progress(run_id)["status"]) == ["done"]
+        applied = store.calibration_applied(first)
+        assert applied[["caltable_id", "selection"]].values.tolist() == [[other, "chosen"]]
+        assert len(store.caltables()) == len(tables), "the transit was not solved again"
+        prov = store.provenance(first)
+        for stage in ("calibrate", "image", "measure"):
+            row = prov[(prov.stage == stage) & (prov.run_id == run_id)].iloc[0]
+            assert [(c["caltable_id"], c["selection"]) for c in row["caltables"]] == \
+                [(other, "chosen")]
+        old = prov[(prov.stage == "calibrate") & prov.run_id.isna()].iloc[0]
+        assert [c["caltable_id"] for c in old["caltables"]] == own
+
+
 def _failing_once(stage):
     """``stage`` run for real, then the attempt fails (a worker lost after writing)."""
     def run(ctx):
@@ -320,6 +346,40 @@ def test_plan_selects_by_time_dec_and_state(store):
 def test_a_bad_override_names_itself(store, overrides, message):
     with pytest.raises(OverrideError, match=message):
         _reprocessor(store).plan(Selection(), "image", overrides)
+
+
+def test_a_chosen_caltable_is_checked_at_plan(store):
+    (obs_id,) = add_observations(store, 1, state="complete")
+    mid = store.observation(obs_id).mid_mjd
+    rp = _reprocessor(store)
+    with pytest.raises(OverrideError, match=r"calibration\.caltable_id = 4242: no caltable "
+                                            r"4242 is registered"):
+        rp.plan(Selection(), "calibrate", {"calibration.caltable_id": 4242})
+    with pytest.raises(OverrideError, match=r"calibration\.caltable_id = 'x'"):
+        rp.plan(Selection(), "calibrate", {"calibration": {"caltable_id": "x"}})
+
+    def add(transit_mjd: float, passed: bool) -> int:
+        return store.add_caltable(
+            observation_id=obs_id, calibrator="3C48", b_path=f"b{transit_mjd}{passed}",
+            g_path="g",
+            transit_mjd=transit_mjd, valid_from_mjd=transit_mjd - 0.5,
+            valid_to_mjd=transit_mjd + 0.5, qa_passed=passed,
+            qa_reason=None if passed else "SNR 3.0 below 10", snr=3.0, flagged_frac=0.1,
+            antennas_lost=0, flux_ratio=1.0, model_flux_jy=16.0, now=NOW)
+
+    bad, near, far = add(mid, False), add(mid, True), add(mid + 3.0, True)
+    with pytest.raises(OverrideError, match=rf"caltable {bad} \(3C48\) failed QA "
+                                            r"\(SNR 3\.0 below 10\)"):
+        rp.plan(Selection(), "calibrate", {"calibration.caltable_id": bad})
+    plan = rp.plan(Selection(), "calibrate", {"calibration.caltable_id": near})
+    assert plan.notes == () and plan.overrides == {"calibration": {"caltable_id": near}}
+    plan = rp.plan(Selection(), "convert", {"calibration.caltable_id": far,
+                                            "calibration.flagger": "robust"})
+    assert "outside its validity window for 1 of 1 selected observation(s) (up to 72.0 h" \
+        in plan.summary()
+    with pytest.raises(ReprocessError, match=f"caltable {near}: a chosen caltable is applied "
+                                             "by the calibrate stage"):
+        rp.plan(Selection(), "image", {"calibration.caltable_id": near})
 
 
 def test_an_unknown_from_stage_is_refused(store):

@@ -20,7 +20,8 @@ from typing import Literal, Protocol, get_args
 
 HOURS_PER_DAY = 24.0
 
-SelectionKind = Literal["single", "interpolated", "stale", "none"]
+#: "chosen": a table an operator named for a reprocess run, instead of the rules' choice
+SelectionKind = Literal["single", "interpolated", "stale", "chosen", "none"]
 
 
 #: the RFI flaggers a calibration can run: pipeline.calibration.flagging's median/MAD

@@ -194,6 +194,10 @@ def prepare_calibrate(store: Store, obs: Observation, now: datetime, *,
     """Server side: {"solve": calibrator or None, "selection": Selection, "config": ...}."""
     # Only the chunk the calibrator transits in is solved; its neighbours within the
     # radius apply that solve (or wait for it) like any other observation.
+    chosen = chosen_selection(store, obs)
+    if chosen is not None:
+        # A reprocess run named the table: apply it, solve nothing, whatever the rules say.
+        return {"solve": None, "selection": chosen, "config": config}
     found = transit_calibrator(obs.mid_mjd, obs.dec_deg,
                                half_duration_s=chunk_half_duration_s(obs),
                                radius_deg=config.calibrator_radius_deg)
@@ -204,6 +208,32 @@ def prepare_calibrate(store: Store, obs: Observation, now: datetime, *,
     if solve is None and selection.kind == "none":
         raise StageWait(NO_CALIBRATION, retry_after_s=config.wait_retry_s)
     return {"solve": solve, "selection": selection, "config": config}
+
+
+def chosen_selection(store: Store, obs: Observation) -> Selection | None:
+    """The caltable the observation's reprocess run chose, as a "chosen" Selection, or None.
+
+    The plan refused an unknown or QA-failed id; one removed or failed since is an error
+    of this observation (the run rolls it back) rather than a silent fallback to the rules.
+    """
+    from pipeline.reprocess.overrides import chosen_caltable  # noqa: PLC0415
+
+    active = store.active_reprocess(obs.id)
+    caltable_id = chosen_caltable(active[1]) if active else None
+    if caltable_id is None:
+        return None
+    row = store.caltable(caltable_id)
+    if row is None or not bool(row["qa_passed"]):
+        raise CalibrationInputError(
+            obs.id, f"its reprocess run {active[0]} chose caltable {caltable_id}, which is "
+                    f"{'no longer registered' if row is None else 'marked failed QA'}")
+    hours = abs(float(row["transit_mjd"]) - obs.mid_mjd) * 24.0
+    inside = float(row["valid_from_mjd"]) <= obs.mid_mjd <= float(row["valid_to_mjd"])
+    warning = None if inside else (
+        f"caltable {caltable_id} ({row['calibrator']}) is {hours:.1f} h from the "
+        "observation, outside its validity window; applied as the reprocess run chose")
+    return Selection(kind="chosen", tables=((caltable_id, str(row["b_path"]),
+                                             str(row["g_path"]), 1.0),), warning=warning)
 
 
 def calibrate_stage(ctx: StageContext) -> StageResult:

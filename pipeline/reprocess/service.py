@@ -15,7 +15,7 @@ from pipeline.home import Home
 from pipeline.jobs.states import STAGES, stage_spec
 from pipeline.operator_actions import OperatorActions
 from pipeline.reprocess.files import remove_run_ms
-from pipeline.reprocess.overrides import validate_overrides
+from pipeline.reprocess.overrides import OverrideError, chosen_caltable, validate_overrides
 from pipeline.store import Store
 from pipeline.store.query_specs import SpecProblem, filter_from_spec
 from pipeline.store.reprocess import Selection
@@ -37,6 +37,8 @@ class Plan:
     busy: int
     stages: tuple[str, ...]
     overrides: Mapping[str, Mapping[str, Any]]
+    #: what an operator should know before launching (a chosen caltable far from the data)
+    notes: tuple[str, ...] = ()
 
     @property
     def jobs(self) -> int:
@@ -49,7 +51,8 @@ class Plan:
         return (f"{self.eligible} observation(s) from {self.from_stage}: {self.jobs} jobs "
                 f"({' → '.join(self.stages)})"
                 + (f"; {left} selected left out ({self.busy} busy, the rest not yet "
-                   f"past {self.from_stage})" if left else ""))
+                   f"past {self.from_stage})" if left else "")
+                + "".join(f"; {note}" for note in self.notes))
 
 
 def selection_from_saved_query(store: Store, query_id: int, *, reader: str | None) -> Selection:
@@ -90,9 +93,42 @@ class Reprocessor:
         tables = validate_overrides(overrides or {})
         counts = self.store.reprocess_counts(selection, from_stage)
         k = FROM_STAGES.index(stage_spec(from_stage).name)
+        stages = FROM_STAGES[k:]
+        notes: tuple[str, ...] = ()
+        chosen = chosen_caltable(tables)
+        if chosen is not None:
+            notes = self._check_caltable(chosen, selection, stages)
         return Plan(from_stage=from_stage, selected=counts["selected"],
                     eligible=counts["eligible"], busy=counts["busy"],
-                    stages=FROM_STAGES[k:], overrides=tables)
+                    stages=stages, overrides=tables, notes=notes)
+
+    def _check_caltable(self, caltable_id: int, selection: Selection,
+                        stages: tuple[str, ...]) -> tuple[str, ...]:
+        """Refuse a chosen caltable that is unknown or failed QA; note one far from the data."""
+        if "calibrate" not in stages:
+            raise ReprocessError(f"caltable {caltable_id}: a chosen caltable is applied by "
+                                 f"the calibrate stage; reprocess from calibrate or earlier")
+        row = self.store.caltable(caltable_id)
+        if row is None:
+            raise OverrideError(f"reprocess overrides: calibration.caltable_id = "
+                                f"{caltable_id}: no caltable {caltable_id} is registered; "
+                                "choose one the calibration page lists")
+        if not bool(row["qa_passed"]):
+            raise OverrideError(f"reprocess overrides: calibration.caltable_id = "
+                                f"{caltable_id}: caltable {caltable_id} "
+                                f"({row['calibrator']}) failed QA "
+                                f"({row['qa_reason'] or 'no reason kept'}); choose one "
+                                "that passed")
+        valid_from, valid_to = float(row["valid_from_mjd"]), float(row["valid_to_mjd"])
+        mids = [self.store.observation(obs_id).mid_mjd
+                for obs_id in self.store.observation_ids(selection)]
+        outside = [m for m in mids if not valid_from <= m <= valid_to]
+        if not outside:
+            return ()
+        farthest_h = max(abs(m - float(row["transit_mjd"])) for m in outside) * 24.0
+        return (f"caltable {caltable_id} ({row['calibrator']}) is outside its validity "
+                f"window for {len(outside)} of {len(mids)} selected observation(s) "
+                f"(up to {farthest_h:.1f} h from its transit); applied anyway, as chosen",)
 
     def launch(self, actor: Actor, selection: Selection, from_stage: str,
                overrides: Mapping[str, Any] | None = None) -> tuple[int, int]:

@@ -46,6 +46,14 @@ class CalibrationFileQueries:
             return SolutionsSummary(missing=(f"caltable #{caltable_id}: not in the store",))
         return solutions_summary(row[0], row[1])
 
+    def caltable(self, caltable_id: int) -> pd.Series | None:
+        """One registered solve by id (the columns of ``caltables``), or None if unknown."""
+        rows: pd.DataFrame = self._df(  # type: ignore[attr-defined]
+            "SELECT id, observation_id, calibrator, transit_mjd, valid_from_mjd, valid_to_mjd, "
+            "qa_passed, qa_reason, path AS b_path, g_path FROM caltables "
+            "WHERE kind = 'BG' AND id = ?", [int(caltable_id)])
+        return None if rows.empty else rows.iloc[0]
+
     def caltable_records(self, *, from_mjd: float, to_mjd: float) -> list[CaltableRecord]:
         """Registered solves with a transit in [from_mjd, to_mjd], as selection sees them."""
         rows: pd.DataFrame = self.caltables(  # type: ignore[attr-defined]
