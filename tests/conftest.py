@@ -190,6 +190,29 @@ def audit_via_api(base_url: str, context) -> list[dict]:
     return response.json()
 
 
+_TOGGLE_JS = """([css, active]) => {
+    const doc = window.Bokeh.documents[0];
+    const models = doc.all_models ? [...doc.all_models] : [...doc._all_models.values()];
+    const toggle = models.find(m => (m.css_classes || []).includes(css));
+    if (toggle === undefined) return null;
+    if (active !== null) toggle.active = active;
+    return {active: toggle.active, visible: toggle.visible};
+}"""
+
+
+def forge_toggle(page, css_class: str, active: bool) -> bool | None:
+    """Set a (maybe hidden) toggle in the page's Bokeh document as a browser event would;
+    returns whether it is shown, None when the document has no such toggle."""
+    found = page.evaluate(_TOGGLE_JS, [css_class, active])
+    return None if found is None else found["visible"]
+
+
+def toggle_active(page, css_class: str) -> bool | None:
+    """The toggle's value as the browser holds it (None when there is none)."""
+    found = page.evaluate(_TOGGLE_JS, [css_class, None])
+    return None if found is None else found["active"]
+
+
 def contimg(*args: str, env: dict | None = None, **kw) -> subprocess.CompletedProcess:
     """Run the installed console script's module the way a user would."""
     return subprocess.run([sys.executable, "-m", "app.cli", *args], capture_output=True,

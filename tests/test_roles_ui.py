@@ -5,24 +5,21 @@ from __future__ import annotations
 import json
 
 import pytest
-from conftest import ServedHome, audit_via_api, fail_one_observation, sign_in, wait_until
+from conftest import (
+    ServedHome,
+    audit_via_api,
+    fail_one_observation,
+    forge_toggle,
+    sign_in,
+    toggle_active,
+    wait_until,
+)
 from playwright.sync_api import expect
 
 from pipeline.store import Store
 
 pytestmark = pytest.mark.ui
 
-#: Sets the hidden pause toggle of the page's Bokeh document as a browser event would.
-FORGE_PAUSE_JS = """() => {
-    const doc = window.Bokeh.documents[0];
-    const models = doc.all_models ? [...doc.all_models] : [...doc._all_models.values()];
-    const toggle = models.find(m => (m.css_classes || []).includes('pause-toggle'));
-    if (toggle === undefined) return null;
-    toggle.active = true;
-    return toggle.visible;
-}"""
-TOGGLE_ACTIVE_JS = FORGE_PAUSE_JS.replace("toggle.active = true;\n    return toggle.visible;",
-                                          "return toggle.active;")
 
 
 @pytest.fixture
@@ -59,13 +56,13 @@ def test_viewer_cannot_steer_operator_can_and_the_viewer_sees_it(served, browser
 
         # a forged browser event for the hidden toggle: refused on the server, audited,
         # and the toggle set back
-        assert viewer.evaluate(FORGE_PAUSE_JS) is False  # it exists, not shown
+        assert forge_toggle(viewer, 'pause-toggle', True) is False  # it exists, not shown
         wait_until(lambda: any(r["action"] == "pause" and not r["allowed"]
                                and r["username"] == "vera"
                                for r in audit_via_api(served.url, admin_ctx)),
                    what="the forged pause audited as refused")
         assert health(served)["paused"] is False
-        wait_until(lambda: viewer.evaluate(TOGGLE_ACTIVE_JS) is False,
+        wait_until(lambda: toggle_active(viewer, 'pause-toggle') is False,
                    what="the forged toggle set back")
         expect(viewer.locator(".pause-message")).to_contain_text("needs the operator role")
 

@@ -3,21 +3,11 @@
 from __future__ import annotations
 
 import pytest
-from conftest import ServedHome, audit_via_api, sign_in, wait_until
+from conftest import ServedHome, audit_via_api, forge_toggle, sign_in, wait_until
 from playwright.sync_api import expect
 
 pytestmark = pytest.mark.ui
 
-#: Turns the hidden "enabled" toggle of the page's Bokeh document off, as a browser event
-#: would; returns whether it was shown.
-FORGE_DISABLE_JS = """() => {
-    const doc = window.Bokeh.documents[0];
-    const models = doc.all_models ? [...doc.all_models] : [...doc._all_models.values()];
-    const toggle = models.find(m => (m.css_classes || []).includes('trigger-enabled'));
-    if (toggle === undefined) return null;
-    toggle.active = false;
-    return toggle.visible;
-}"""
 
 
 @pytest.fixture
@@ -78,7 +68,7 @@ def test_operator_makes_and_fires_triggers_viewer_is_refused(served, browser):
             expect(viewer.locator(control)).to_be_hidden()
         viewer.locator(".trigger-pick select").select_option(label="#1 leap noon")
         expect(viewer.locator(".trigger-history-pane")).to_contain_text("No firings")
-        assert viewer.evaluate(FORGE_DISABLE_JS) is False  # there, not shown
+        assert forge_toggle(viewer, 'trigger-enabled', False) is False  # there, not shown
         expect(viewer.locator(".triggers-message")).to_contain_text("needs the operator role")
         wait_until(lambda: any(r["action"] == "trigger.enable" and not r["allowed"]
                                and r["username"] == "vera"
