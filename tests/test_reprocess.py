@@ -38,12 +38,10 @@ NOW = datetime(2026, 12, 3, 12, 0, 0)
 DAYS = ("2026-11-20T12:00:00", "2026-11-21T12:00:00", "2026-11-22T12:00:00")
 
 
-@pytest.fixture(scope="module")
-def processed_master(tmp_path_factory) -> Path:
-    """A home whose three observations went through every stage once (niter 100)."""
-    root = tmp_path_factory.mktemp("reprocess") / "home"
-    for day in DAYS:  # the same field on three days: each source measured three times
-        # in this process: one interpreter's imports instead of three
+def process_transits(root: Path, days: tuple[str, ...]) -> Home:
+    """Tiny 5-minute 3C48 transits, one per day given, through every stage (niter 100)."""
+    for day in days:
+        # in this process: one interpreter's imports instead of one per day
         assert main(["simulate", "--home", str(root), "--transit-of", "3C48", "--minutes", "5",
                      "--antennas", "6", "--channels-per-subband", "1", "--seed", "5",
                      "--start", day]) == 0
@@ -51,7 +49,15 @@ def processed_master(tmp_path_factory) -> Path:
     write_settings(home, imaging=IMAGING)
     with Store.open(home) as store:
         Runner(store, home, default_registry(load_settings(home))).run_once()
-        assert store.counts_by_state()["complete"] == 3
+        assert store.counts_by_state()["complete"] == len(days)
+    return home
+
+
+@pytest.fixture(scope="module")
+def processed_master(tmp_path_factory) -> Path:
+    """A home whose three observations went through every stage once (niter 100)."""
+    root = tmp_path_factory.mktemp("reprocess") / "home"
+    process_transits(root, DAYS)  # the same field on three days: each source measured thrice
     return root
 
 

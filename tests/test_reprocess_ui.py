@@ -8,35 +8,20 @@ page has no panel, and the panel's actions refuse a viewer on the server (audite
 from __future__ import annotations
 
 import pytest
-from conftest import FAST_IMAGING, ServedHome, add_observations, sign_in, write_settings
+from conftest import ServedHome, add_observations, sign_in
 from playwright.sync_api import expect
+from test_reprocess import DAYS, process_transits
 
-from app.cli import main
 from pipeline.actor import Actor
 from pipeline.home import Home
-from pipeline.jobs.default_stages import default_registry
-from pipeline.jobs.runner import Runner
-from pipeline.settings import load_settings
 from pipeline.store import Store
 from views.reprocess_panel import PanelInputError, ReprocessPanel, parse_overrides
-
-IMAGING = {**FAST_IMAGING, "qa_max_noise_ratio": 1000.0, "qa_dynamic_range": 1.0,
-           "qa_min_matched_fraction": 0.0}
 
 
 @pytest.fixture
 def processed(tmp_path) -> Home:
     """One 5-minute 3C48 transit through every stage (niter 100)."""
-    root = tmp_path / "home"
-    assert main(["simulate", "--home", str(root), "--transit-of", "3C48", "--minutes", "5",
-                 "--antennas", "6", "--channels-per-subband", "1", "--seed", "5",
-                 "--start", "2026-11-20T12:00:00"]) == 0
-    home = Home.resolve(root)
-    write_settings(home, imaging=IMAGING)
-    with Store.open(home) as store:
-        Runner(store, home, default_registry(load_settings(home))).run_once()
-        assert store.counts_by_state()["complete"] == 1
-    return home
+    return process_transits(tmp_path / "home", DAYS[:1])
 
 
 @pytest.mark.ui
