@@ -7,6 +7,7 @@ import logging
 import signal
 import sys
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -30,6 +31,7 @@ from app.http import (
     WhoAmIHandler,
 )
 from app.metrics import metrics_registry
+from app.session_pool import SessionOrderedPool
 from app.sessions import SessionFigures
 from app.sign_in import FIRST_ADMIN, AccountsAuthProvider, cookie_secret, ensure_first_admin
 from pipeline.accounts import Accounts
@@ -51,7 +53,8 @@ from views.pages import PAGES, PageSpec
 log = logging.getLogger(__name__)
 
 #: Panel's thread pool: session page builds (after load), browser events and periodic
-#: callbacks run there, not on the IO loop that serves every page and /api/health
+#: callbacks run there, not on the IO loop that serves every page and /api/health; each
+#: session's items in the order they came (app/session_pool.py)
 SESSION_THREADS = 4
 #: a session whose browser went away is freed this long after its last connection, ms
 #: (Bokeh's default 15 s, checked every 17 s, kept dead pages' memory for half a minute)
@@ -161,9 +164,15 @@ def _page_app(page: PageSpec, ctx: AppContext) -> Callable[[], pn.template.BaseT
 
 
 def use_session_threads(n: int = SESSION_THREADS) -> None:
-    """Give Panel its thread pool (once per process; PANEL_NUM_THREADS overrides ``n``)."""
-    if pn.state._thread_pool is None:
-        pn.config.nthreads = pn.config.nthreads or n
+    """Give Panel its thread pool, in order per session (PANEL_NUM_THREADS overrides ``n``)."""
+    if isinstance(pn.state._thread_pool, SessionOrderedPool):
+        return
+    if pn.config.nthreads is None:
+        pn.config.nthreads = n  # Panel starts a pool and makes its param watchers thread-aware
+    # a server stopped earlier in this process shut Panel's pool down without unsetting nthreads
+    pool = pn.state._thread_pool or ThreadPoolExecutor(max_workers=pn.config.nthreads or None,
+                                                       thread_name_prefix="session")
+    pn.state._thread_pool = SessionOrderedPool(pool)
 
 
 def make_server(ctx: AppContext, *, port: int, address: str,
