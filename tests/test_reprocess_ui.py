@@ -59,6 +59,7 @@ def test_operator_reprocesses_from_the_page_and_opens_the_diff(processed, browse
         page.locator(".image-table .tabulator-row").first.click()
         versions = page.locator(".versions-table .tabulator-row")
         expect(versions).to_have_count(2, timeout=30_000)
+        expect(page.locator(".versions-note")).to_contain_text("What changed from version 1 to 2")
         diff = page.locator(".provenance-diff")
         expect(diff).to_contain_text("settings.niter")
         expect(diff.locator(".tabulator-row", has_text="settings.niter")).to_contain_text("40")

@@ -57,26 +57,26 @@ class ImageVersionsPanel(pn.viewable.Viewer):
                                           sizing_mode="stretch_width",
                                           css_classes=["provenance-diff"])
         self._note = pn.pane.Markdown(css_classes=["versions-note"])
-        self._layout = pn.Column(self._title, self._versions, self._note, self._diff,
-                                 sizing_mode="stretch_width", visible=False)
+        # The parts join the layout only once there is something to show, never hidden
+        # with ``visible``: a Tabulator given its rows while hidden draws none when shown
+        # (Tabulator measures its rows in the page, and a hidden one has no size).
+        self._layout = pn.Column(sizing_mode="stretch_width", css_classes=["image-versions"])
         self.param.watch(lambda *_: self.refresh(), "image_id")
         self.refresh()
 
     def refresh(self) -> None:
         """Re-read the image's versions and their provenance."""
-        if self.image_id is None:
-            self._layout.visible = False
-            return
-        versions = self.store.image_versions(self.image_id)
-        self._layout.visible = not versions.empty
+        versions = (pd.DataFrame() if self.image_id is None
+                    else self.store.image_versions(self.image_id))
         if versions.empty:
+            self._layout.objects = []
             return
         self._versions.value = versions_frame(versions)
         self._title.object = (f"### Versions of image {html.escape(str(self.image_id))} "
                               f"({len(versions)})")
         if len(versions) < 2:
             self._note.object = "One version: nothing reprocessed yet."
-            self._diff.visible = False
+            self._show([self._title, self._versions, self._note])
             return
         new_v, old_v = (int(v) for v in versions["version"].iloc[:2])
         diff = diff_frame(self.store.image_provenance(self.image_id, old_v),
@@ -84,7 +84,11 @@ class ImageVersionsPanel(pn.viewable.Viewer):
         self._note.object = (f"What changed from version {old_v} to {new_v}:"
                              if len(diff) else f"Versions {old_v} and {new_v}: same provenance")
         self._diff.value = diff
-        self._diff.visible = True
+        self._show([self._title, self._versions, self._note, self._diff])
+
+    def _show(self, parts: list) -> None:
+        if list(self._layout.objects) != parts:
+            self._layout.objects = parts
 
     def __panel__(self) -> pn.viewable.Viewable:
         return self._layout
