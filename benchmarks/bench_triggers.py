@@ -4,9 +4,11 @@ Fills a temporary home with ``--n`` triggers (default 100: 60 cron, 40 event ove
 event kinds) and 1 000 observations, then times ``TriggerService.tick`` at an injected
 time with nothing due and nothing changed (the tick every second costs this), after an
 observation completes (every event trigger looks for new subjects), and after one trigger
-is edited (the rows are reread). Beside them, a one-row store query (``SELECT 1``) in the
-same run: under load the ratio says more than the milliseconds. Prints p50/p95 in ms and
-the load average (target: idle tick ≤ 5 ms); asserts nothing.
+is edited (the rows are reread). The completing observation's and the edit's own writes,
+and the actions the firings start, are outside the time. Beside them, a one-row store
+query (``SELECT 1``) in the same run: under load the ratio says more than the
+milliseconds. Prints p50/p95 in ms and the load average (target: ≤ 5 ms a tick); asserts
+nothing.
 """
 
 from __future__ import annotations
@@ -66,33 +68,41 @@ def main() -> None:
         def idle(i: int = 0) -> None:
             svc.tick(T0 + i * step)
 
-        def after_completion(i: int = 0) -> None:
-            now = T0 + timedelta(seconds=1) + i * step
+        def completion_at(i: int) -> datetime:
+            return T0 + timedelta(seconds=1) + (i + 1) * step
+
+        def complete_one(i: int) -> None:  # untimed: the runner's write, not the tick's
+            now = completion_at(i)
             store.add_observation(obs_id=f"new{i}-{time.perf_counter_ns()}", start_utc=now,
                                   mid_mjd=61010.0, dec_deg=30.0, n_subbands=16, now=now,
                                   state="complete")
-            svc.tick(now)
-            svc.wait_idle()
 
-        def after_edit(i: int = 0) -> None:
+        def after_completion(i: int = -1) -> None:
+            svc.tick(completion_at(i))  # finds it and starts its watchers' firings
+
+        def edit_one(i: int) -> None:
             store.set_trigger_enabled(1, bool(i % 2), now=T0)
-            svc.tick(T0 + i * step)
+
+        def after_edit(i: int = -1) -> None:
+            svc.tick(T0 + (i + 1) * step)
 
         def select_one(i: int = 0) -> None:
             store._cur.execute("SELECT 1").fetchone()
 
-        cases = [("SELECT 1 (peer)", select_one, args.repeat),
-                 ("tick, nothing due or changed", idle, args.repeat),
-                 ("tick after an observation completes", after_completion, 50),
-                 ("tick after a trigger is edited", after_edit, 50)]
-        rows = [(what, *p50_p95_ms(fn, n, indexed=True)) for what, fn, n in cases]
+        cases = [("SELECT 1 (peer)", select_one, args.repeat, {}),
+                 ("tick, nothing due or changed", idle, args.repeat, {}),
+                 ("tick after an observation completes", after_completion, 50,
+                  {"before": complete_one, "after": lambda i: svc.wait_idle()}),
+                 ("tick after a trigger is edited", after_edit, 50, {"before": edit_one})]
+        rows = [(what, *p50_p95_ms(fn, n, indexed=True, **kw)) for what, fn, n, kw in cases]
+
     load = os.getloadavg()[0]
     print(f"triggers: {args.n} ({args.n * 3 // 5} cron, {args.n - args.n * 3 // 5} event), "
           f"load average {load:.2f} on {os.cpu_count()} cores")
     peer = rows[0][1]
     for name, p50, p95 in rows:
         print(f"  {name:40s} p50 {p50:8.2f} ms  p95 {p95:8.2f} ms  ({p50 / peer:6.0f}x peer)")
-    print("  target: idle tick <= 5 ms")
+    print("  target: <= 5 ms a tick (the writes that set a tick up are not timed)")
 
 
 if __name__ == "__main__":

@@ -159,16 +159,18 @@ class TriggerQueries:
 
     # ------------------------------------------------------------- events
     def event_fingerprint(self) -> dict[str, tuple]:
-        """Per event source table, values that change whenever an event from it can have
-        happened, in one query: keys "observations", "caltables", "images"."""
-        row = self._cur.execute(  # type: ignore[attr-defined]
-            "SELECT (SELECT count(*) FROM observations WHERE state = 'complete'), "
-            "(SELECT max(updated_utc) FROM observations WHERE state = 'complete'), "
-            "(SELECT count(*) FROM caltables), (SELECT max(created_utc) FROM caltables), "
-            "(SELECT count(*) FROM images), (SELECT max(created_utc) FROM images)"
-        ).fetchone()
-        return {"observations": tuple(row[0:2]), "caltables": tuple(row[2:4]),
-                "images": tuple(row[4:6])}
+        """Per event source table, values that change whenever an event from it may have.
+
+        One query; keys "observations", "caltables", "images".
+        """
+        # one aggregate a table joined by UNION ALL: about half the time of six scalar
+        # subqueries in one SELECT (DuckDB plans each subquery as its own join)
+        rows = self._cur.execute(  # type: ignore[attr-defined]
+            "SELECT 'observations', count(*), max(updated_utc) FROM observations "
+            "WHERE state = 'complete' UNION ALL "
+            "SELECT 'caltables', count(*), max(created_utc) FROM caltables UNION ALL "
+            "SELECT 'images', count(*), max(created_utc) FROM images").fetchall()
+        return {table: (n, latest) for table, n, latest in rows}
 
     def unseen_event_subjects_many(self, event_kind: str, watchers: Sequence[tuple]
                                    ) -> dict[int, list[str]]:
