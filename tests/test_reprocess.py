@@ -23,6 +23,7 @@ from pipeline.jobs.runner_state import RunnerState
 from pipeline.operator_actions import OperatorActions, Refused
 from pipeline.provenance import NOT_GIT
 from pipeline.reprocess import OverrideError, Reprocessor, selection_from_saved_query
+from pipeline.reprocess.files import run_images_dir
 from pipeline.reprocess.service import ReprocessError
 from pipeline.settings import load_settings
 from pipeline.store import Store
@@ -315,6 +316,9 @@ def test_a_rerun_whose_measure_fails_leaves_the_observation_fully_old(processed)
             applied["caltable_id"].tolist()
         assert not (store.provenance(first)["run_id"] == run_id).any()
         assert not (processed.ms / f"run{run_id}" / Path(old_ms).name).exists()
+        # the image it made is gone from disk too, the old one's files kept
+        assert not run_images_dir(processed.images, first, run_id).exists()
+        assert Path(old_image["path"]).is_file()
         # bulk retry sends it back to the run's from-stage; now it goes through, fully new
         assert rp.retry_failed(OTTO, run_id) == [first]
         Runner(store, processed, default_registry(load_settings(processed))).run_once()

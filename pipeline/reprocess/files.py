@@ -61,3 +61,21 @@ def remove_run_ms(ms_root: Path, run_id: int, ms_name: str) -> bool:
     if folder.is_dir() and not any(folder.iterdir()):
         folder.rmdir()
     return removed
+
+
+def run_images_dir(images_root: Path, observation_id: str, run_id: int) -> Path:
+    """Where run ``run_id`` writes an observation's image files (the image stage's layout)."""
+    return run_dir(run_dir(images_root, observation_id), run_tag(run_id))
+
+
+def remove_run_images(images_root: Path, observation_id: str, run_id: int,
+                      keep: str | None = None) -> bool:
+    """Remove run ``run_id``'s image files of an observation, unless ``keep`` lies among them.
+
+    ``keep`` is the image path the store records now: a folder it points into is in use.
+    """
+    folder = run_images_dir(images_root, observation_id, run_id)
+    if not folder.is_dir() or (keep and Path(keep).resolve().is_relative_to(folder.resolve())):
+        return False
+    shutil.rmtree(folder)
+    return True

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from pipeline.jobs.contract import Observation, StageResult
-from pipeline.reprocess.files import remove_run_ms, run_dir, run_tag
+from pipeline.reprocess.files import remove_run_images, remove_run_ms, run_dir, run_tag
 from pipeline.reprocess.overrides import OVERRIDE_SECTIONS, apply_overrides
 
 if TYPE_CHECKING:
@@ -54,8 +54,8 @@ def rollback_failed(store: Store, home: Home, observation_id: str, stage: str, e
     """A quarantine hook: a run's observation that failed goes back to its old products.
 
     The store puts back the MS path, calibration and image from before the run in one
-    transaction; the run's MS (a copy or a reconversion beside the old one) is removed,
-    since nothing points at it any more. Images it made stay on disk, unrecorded.
+    transaction; the run's MS (a copy or a reconversion beside the old one) and the image
+    files it made are removed, since nothing in the store points at them any more.
     """
     run_id = store.rollback_reprocess_item(observation_id, error=f"{stage}: {error}", now=now)
     if run_id is None:
@@ -64,3 +64,5 @@ def rollback_failed(store: Store, home: Home, observation_id: str, stage: str, e
     # The run's MS has the old one's name in the run's folder (a copy or a reconversion).
     if ms_path and Path(ms_path).parent != run_dir(home.ms, run_tag(run_id)):
         remove_run_ms(home.ms, run_id, Path(ms_path).name)
+    image = store.current_image(observation_id)
+    remove_run_images(home.images, observation_id, run_id, keep=image and image["path"])

@@ -14,7 +14,7 @@ from pipeline.errors import ContimgError
 from pipeline.home import Home
 from pipeline.jobs.states import STAGES, stage_spec
 from pipeline.operator_actions import OperatorActions
-from pipeline.reprocess.files import remove_run_ms
+from pipeline.reprocess.files import remove_run_images, remove_run_ms
 from pipeline.reprocess.overrides import OverrideError, chosen_caltable, validate_overrides
 from pipeline.store import Store
 from pipeline.store.query_specs import SpecProblem, filter_from_spec
@@ -149,13 +149,15 @@ class Reprocessor:
         """Cancel a run: pending observations dropped, running ones finish; returns dropped."""
         self.actions.authorize(actor, "cancel", target=f"run {run_id}")
         dropped = self.store.cancel_reprocess(int(run_id), by=actor.name, now=self.clock())
-        # A dropped observation's copy from an attempt that failed and waits to be retried:
-        # nothing points at it any more (its MS is the old one again).
-        ms_root = Home(root=Path(self.store.path).parent).ms
+        # A dropped observation's copy and images from an attempt that failed and waits to
+        # be retried: nothing points at them any more (its MS is the old one again).
+        home = Home(root=Path(self.store.path).parent)
         for obs_id in dropped:
             ms_path = self.store.observation(obs_id).ms_path
             if ms_path:
-                remove_run_ms(ms_root, int(run_id), Path(ms_path).name)
+                remove_run_ms(home.ms, int(run_id), Path(ms_path).name)
+            image = self.store.current_image(obs_id)
+            remove_run_images(home.images, obs_id, int(run_id), keep=image and image["path"])
         self._audit(actor, "cancel", target=f"run {run_id}",
                     detail=f"{len(dropped)} pending observation(s) dropped")
         return len(dropped)
