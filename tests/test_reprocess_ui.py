@@ -8,7 +8,7 @@ page has no panel, and the panel's actions refuse a viewer on the server (audite
 from __future__ import annotations
 
 import pytest
-from conftest import ServedHome, add_observations, sign_in
+from conftest import T0, ServedHome, add_observations, sign_in
 from playwright.sync_api import expect
 from test_reprocess import DAYS, process_transits
 
@@ -96,3 +96,38 @@ def test_override_lines_are_typed_and_a_bad_line_names_itself():
         "imaging.niter": 40, "imaging.weighting": "natural", "imaging.fov_deg": 2.5}
     with pytest.raises(PanelInputError, match="overrides line 2"):
         parse_overrides("imaging.niter = 4\nniter 40")
+
+
+def test_the_caltable_picker_lists_passed_tables_and_sets_the_override(store):
+    (obs_id,) = add_observations(store, 1, state="complete")
+    mid = store.observation(obs_id).mid_mjd
+
+    def add(transit_mjd: float, passed: bool) -> int:
+        return store.add_caltable(
+            observation_id=obs_id, calibrator="3C48", b_path=f"b{transit_mjd}{passed}",
+            g_path="g", transit_mjd=transit_mjd, valid_from_mjd=transit_mjd - 0.5,
+            valid_to_mjd=transit_mjd + 0.5, qa_passed=passed,
+            qa_reason=None if passed else "SNR 3.0 below 10", snr=3.0, flagged_frac=0.1,
+            antennas_lost=0, flux_ratio=1.0, model_flux_jy=16.0, now=T0)
+
+    failed, older, newer = add(mid, False), add(mid - 1.0, True), add(mid, True)
+    panel = ReprocessPanel(store=store, actor=Actor(name="otto", role="operator"))
+    choices = list(panel._caltable.options.values())
+    assert choices == [None, newer, older] and failed not in choices  # newest first
+    assert panel.overrides() == {}
+    panel._stage.value = "calibrate"
+    panel._caltable.value = newer
+    panel._overrides.value = "calibration.flagger = robust"
+    assert panel.overrides() == {"calibration.flagger": "robust",
+                                 "calibration.caltable_id": newer}
+    panel._on_preview()
+    assert panel._preview.object.startswith("Preview: 1 observation(s) from calibrate")
+    panel._stage.value = "image"  # a chosen table is applied by the calibrate stage
+    panel._on_preview()
+    assert f"caltable {newer}: a chosen caltable is applied by the calibrate stage" in \
+        panel._preview.object
+    panel._overrides.value = f"calibration.caltable_id = {older}"
+    with pytest.raises(PanelInputError, match=f"differs from the caltable picked \\(#{newer}\\)"):
+        panel.overrides()
+    panel._on_preview()
+    assert "differs from the caltable picked" in panel._preview.object

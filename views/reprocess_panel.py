@@ -27,9 +27,14 @@ from pipeline.reprocess import Reprocessor, selection_from_saved_query
 from pipeline.store import Store
 from pipeline.store.reprocess import Selection
 from views.base import on_event
+from views.calibration_page import mjd_to_iso
 
 ANY = "any"
 NO_QUERY = "(none)"
+#: the caltable picker's first choice: no override, the pipeline picks as it always does
+AS_SELECTED = "as the pipeline selects"
+#: the override key a picked caltable sets (pipeline.reprocess.overrides)
+CALTABLE_KEY = "calibration.caltable_id"
 PROGRESS_COLUMNS = ["observation_id", "status", "state", "stage", "job_state", "progress",
                     "error"]
 
@@ -77,12 +82,6 @@ def progress_frame(progress: pd.DataFrame) -> pd.DataFrame:
     return out
 
 
-def _typed(widget: pn.widgets.Widget) -> str:
-    """What is typed in a text widget now (value_input follows each key; value waits for blur)."""
-    typed = getattr(widget, "value_input", None)
-    return widget.value if typed is None else typed
-
-
 class ReprocessPanel(pn.viewable.Viewer):
     """Selection, from-stage, overrides, preview, launch, per-observation progress, cancel."""
 
@@ -110,6 +109,9 @@ class ReprocessPanel(pn.viewable.Viewer):
             label="Overrides (section.key = value, one a line)", height=80, width=320,
             placeholder="imaging.niter = 500\nimaging.weighting = natural",
             css_classes=["rp-overrides"])
+        self._caltable = pn.widgets.Select(
+            label="Caltable (from convert or calibrate)", width=330,
+            options={AS_SELECTED: None}, css_classes=["rp-caltable"])
         self._preview_b = pn.widgets.Button(label="Preview", css_classes=["rp-preview-button"])
         self._launch_b = pn.widgets.Button(label="Launch", color="primary",
                                            css_classes=["rp-launch-button"])
@@ -132,7 +134,7 @@ class ReprocessPanel(pn.viewable.Viewer):
         self._layout = pn.Card(
             pn.Row(self._from_utc, self._to_utc, self._dec_min, self._dec_max, self._state,
                    self._query),
-            pn.Row(self._stage, self._overrides,
+            pn.Row(self._stage, self._overrides, self._caltable,
                    pn.Column(pn.Spacer(height=18), pn.Row(self._preview_b, self._launch_b))),
             self._preview, self._message,
             pn.Row(self._run, pn.Column(pn.Spacer(height=18),
@@ -150,16 +152,28 @@ class ReprocessPanel(pn.viewable.Viewer):
                                               reader=self.actor.reader)
         state = self._state.value
         states = base.states if state == ANY else (state,)
-        return Selection(from_utc=parse_time(_typed(self._from_utc), "From (UTC)"),
-                         to_utc=parse_time(_typed(self._to_utc), "To (UTC)"),
+        return Selection(from_utc=parse_time(self._from_utc.value, "From (UTC)"),
+                         to_utc=parse_time(self._to_utc.value, "To (UTC)"),
                          dec_min=self._dec_min.value, dec_max=self._dec_max.value,
                          states=states, ids=base.ids, search=base.search)
 
     def _reprocessor(self) -> Reprocessor:
         return Reprocessor(self.store, OperatorActions(self.store, self.state))
 
+    def overrides(self) -> dict[str, Any]:
+        """The typed overrides with the picked caltable's key (a different typed one refused)."""
+        out = parse_overrides(self._overrides.value)
+        picked = self._caltable.value
+        if picked is not None:
+            typed = out.get(CALTABLE_KEY)
+            if typed is not None and typed != picked:
+                raise PanelInputError(f"overrides: {CALTABLE_KEY} = {typed} differs from the "
+                                      f"caltable picked (#{picked}); keep one of them")
+            out[CALTABLE_KEY] = picked
+        return out
+
     def _inputs(self) -> tuple[Selection, str, Mapping[str, Any]]:
-        return self.selection(), self._stage.value, parse_overrides(_typed(self._overrides))
+        return self.selection(), self._stage.value, self.overrides()
 
     # --------------------------------------------------------------- handlers
     def _on_preview(self, *_: object) -> None:
@@ -216,6 +230,13 @@ class ReprocessPanel(pn.viewable.Viewer):
                     options[f"{row.name} ({row.page}, #{row.id})"] = str(row.id)
         if options != self._query.options:
             self._query.options = options
+        tables = {AS_SELECTED: None}
+        for row in self.store.caltables().tail(200).iloc[::-1].itertuples():  # newest first
+            if row.qa_passed:  # the plan refuses a failed one anyway
+                tables[f"#{row.id} {row.calibrator}, transit {mjd_to_iso(row.transit_mjd)} UTC"
+                       ] = int(row.id)
+        if tables != self._caltable.options:
+            self._caltable.options = tables
         runs = self.store.reprocess_runs(limit=50)
         labels = {f"run {r.id}: {r.from_stage}, {r.n_done}/{r.n} done"
                   f"{' (cancelled)' if r.state == 'cancelled' else ''}": int(r.id)
