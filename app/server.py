@@ -6,6 +6,7 @@ import errno
 import logging
 import signal
 import sys
+import threading
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -48,6 +49,7 @@ from pipeline.settings import Settings, load_settings
 from pipeline.store import Store
 from pipeline.triggers.service import TriggerService
 from views.base import StorePage
+from views.image_viewer import warm_up as warm_image_viewer
 from views.pages import PAGES, PageSpec
 
 log = logging.getLogger(__name__)
@@ -302,6 +304,8 @@ def serve(home: Home, *, port: int, address: str, config: RunnerConfig,
     signal.signal(signal.SIGINT, shutdown)
     signal.signal(signal.SIGTERM, shutdown)
     server.start()
+    # the first image opened would otherwise wait seconds for datashader to compile
+    threading.Thread(target=warm_image_viewer, name="warm-viewer", daemon=True).start()
     print(f"contimg serving http://{address}:{server.port}/ (home {home.root})", flush=True)
     try:
         loop.start()

@@ -12,6 +12,7 @@ import asyncio
 import html
 import math
 from dataclasses import dataclass
+from functools import cache
 
 import holoviews as hv
 import numpy as np
@@ -31,6 +32,23 @@ FITS_PRODUCTS = ("fits", "pbcor", "residual", "model", "psf")
 PRODUCT_LABELS = {"fits": "restored", "pbcor": "PB-corrected", "residual": "residual",
                   "model": "model", "psf": "PSF", "thumbnail": "thumbnail PNG"}
 _MAX_PERCENTILE_SAMPLES = 1_000_000
+
+
+@cache
+def warm_up() -> None:
+    """Import the rasterizer and compile its kernels once per process (off the IO loop).
+
+    The first datashader aggregation imports the plotting backend and compiles numba
+    kernels: about 6 s on an idle 2-core machine, and several times that on a busy one.
+    Done on the loop, that froze every session until the first image showed; the viewer
+    awaits this in a worker thread, and ``contimg serve`` starts it in the background.
+    """
+    import holoviews.plotting.bokeh  # noqa: F401, PLC0415 — .opts() needs a backend
+    from holoviews.operation.datashader import rasterize  # noqa: PLC0415
+
+    tiny = hv.Image((np.arange(8), np.arange(8), np.ones((8, 8), np.float32)),
+                    kdims=["x", "y"], vdims=["value"])
+    rasterize(tiny, aggregator="mean", dynamic=False, width=4, height=4)
 
 
 def clip_levels(data: np.ndarray, clip: float) -> tuple[float, float]:
@@ -198,6 +216,7 @@ class ImageViewer(pn.viewable.Viewer):
         try:
             # A 4096² plane is 64 MB read and sampled: never on the server's IO loop.
             loaded = await asyncio.to_thread(self._load, image_id, product)
+            await asyncio.to_thread(warm_up)  # at once after the first time
         except ContimgError as exc:
             return pn.pane.Alert(str(exc), alert_type="warning", css_classes=["viewer-error"])
         plane = loaded.plane
@@ -216,8 +235,8 @@ class ImageViewer(pn.viewable.Viewer):
 
     def _plot(self, plane: ImagePlane, sources: pd.DataFrame, image_id: int,
               levels: dict[str, tuple[float, float]]) -> hv.Overlay:
-        # Imported on first use: datashader (numba) and the plotting backend cost the
-        # server ~2 s at start-up, and only this page needs them.
+        # Imported on first use (warm_up has imported them in a worker thread): datashader
+        # and the plotting backend cost the server seconds at start-up; only this page uses them.
         import holoviews.plotting.bokeh  # noqa: F401, PLC0415 — .opts() needs a backend
         from holoviews.operation.datashader import rasterize  # noqa: PLC0415
 
