@@ -122,11 +122,14 @@ def test_overview_updates_live_while_jobs_run(live_server, page):
 
 @pytest.fixture
 def stepping_server(home):
-    """One observation whose convert job steps its progress by 1 % every 0.15 s."""
+    """One observation whose convert job steps its progress by 0.1 % every 0.15 s.
+
+    1 000 steps (150 s): a busy machine's waits never see it run out of steps.
+    """
     counter = ViewQueryCounter()
     store = counting_store(home, counter)
     add_observations(store, 1)
-    convert = SteppedConvert(step_s=0.15, steps=100)
+    convert = SteppedConvert(step_s=0.15, steps=1000)
     reg = StageRegistry()
     reg.register_stage("convert", convert)
     state = RunnerState()
@@ -168,14 +171,14 @@ def test_progress_steps_move_the_bars_without_store_queries(stepping_server, bro
         runner.start()
         # the job's start is a store change every page refreshes for (each within its
         # period, 5 s at most); after that only progress moves
-        wait_until(lambda: progress_of(state) >= 0.45, what="45 % progress")
+        wait_until(lambda: progress_of(state) >= 0.045, what="45 progress steps")
         before = counter.count
         first = progress_of(state)
         bar = tabs["overview"].locator(".running-jobs .tabulator-row")
         expect(bar).to_have_count(1)
-        wait_until(lambda: progress_of(state) >= first + 0.3, what="30 more progress steps")
+        wait_until(lambda: progress_of(state) >= first + 0.03, what="30 more progress steps")
         # the overview's bar follows the runner state: it shows a later percentage
-        tabs["overview"].wait_for_function(RUNNING_PROGRESS_JS, arg=first + 0.2,
+        tabs["overview"].wait_for_function(RUNNING_PROGRESS_JS, arg=first + 0.02,
                                            timeout=20_000)
         assert counter.count == before, (
             f"{counter.count - before} store queries from pages during 30 progress steps")
