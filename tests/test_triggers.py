@@ -271,3 +271,51 @@ def test_an_edit_through_another_store_object_is_seen_within_the_poll(store, ser
     assert service.next_fire(tid) == datetime(2026, 3, 1, 13, 0)
     service.tick(T0 + service.poll_every + timedelta(seconds=1))
     assert service.next_fire(tid) == datetime(2026, 3, 1, 12, 5)
+
+
+class FingerprintCountingStore(Store):
+    """A real store that counts how often the trigger service looks at the event tables."""
+
+    fingerprints = 0
+
+    def event_fingerprint(self):
+        self.fingerprints += 1
+        return super().event_fingerprint()
+
+
+def test_a_trigger_edit_alone_does_not_look_at_the_event_tables(tmp_path, calls):
+    def recording(store, params, actor, now):
+        calls.append(params.get("event_subjects"))
+        return "recorded"
+    with FingerprintCountingStore.open(tmp_path / "home") as store:
+        svc = TriggerService(store, autotick=False,
+                             actions={**ACTION_FNS, "reprocess": recording})
+        svc.start()
+        try:
+            cron = _cron(store, cron="0 * * * *")
+            event = store.add_trigger(TriggerSpec(
+                name="on complete", kind="event", event_kind="observation complete",
+                action="reprocess", enabled=False), owner="otto", now=T0)
+            svc.tick(T0)
+            looked = store.fingerprints
+            spec = store.trigger(cron).spec
+            store.update_trigger(cron, TriggerSpec(**{**spec.__dict__, "cron": "*/5 * * * *"}),
+                                 now=T0 + timedelta(seconds=1))
+            svc.tick(T0 + timedelta(seconds=2))
+            assert svc.next_fire(cron) == datetime(2026, 3, 1, 12, 5)  # the edit is seen
+            assert store.fingerprints == looked  # and no event table was read for it
+            now = T0 + timedelta(seconds=3)
+            store.add_observation(obs_id="done", start_utc=now, mid_mjd=61000.0,
+                                  dec_deg=30.0, n_subbands=16, now=now, state="complete")
+            svc.tick(now)
+            assert store.fingerprints == looked + 1  # an observation write: looked
+            # enabling an event trigger is an edit too, and its kind is then looked at
+            store.set_trigger_enabled(event, True, now=T0 + timedelta(seconds=4))
+            now = T0 + timedelta(seconds=5)
+            store.add_observation(obs_id="after", start_utc=now, mid_mjd=61000.0,
+                                  dec_deg=30.0, n_subbands=16, now=now, state="complete")
+            assert svc.tick(now) == 1
+            assert svc.wait_idle()
+            assert calls == [["after"]]
+        finally:
+            svc.stop()

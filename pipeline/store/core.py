@@ -117,6 +117,7 @@ class Store(ImageQueries, SourceQueries, PhotometryQueries, CalibrationFileQueri
         # make trigger events): the trigger service skips its store queries while it is
         # unchanged, and still polls now and then for writes made elsewhere.
         self._writes = 0
+        self._trigger_writes = 0  # of them, edits of trigger rows only (no event can follow)
 
     # ---------------------------------------------------------------- opening
     @classmethod
@@ -193,14 +194,23 @@ class Store(ImageQueries, SourceQueries, PhotometryQueries, CalibrationFileQueri
         """Whether this thread's cursor is inside a transaction opened by ``_transaction``."""
         return getattr(self._local, "in_transaction", False)
 
-    def note_write(self) -> None:
-        """Count a committed write (call it after the commit, so a reader never misses it)."""
+    def note_write(self, *, triggers_only: bool = False) -> None:
+        """Count a committed write (call it after the commit, so a reader never misses it).
+
+        ``triggers_only``: it changed trigger rows and nothing an event trigger watches.
+        """
         with self._wakes_lock:
             self._writes += 1
+            self._trigger_writes += int(triggers_only)
 
     def write_count(self) -> int:
         """How many writes ``note_write`` has counted on this object (not other objects')."""
         return self._writes
+
+    def event_write_count(self) -> int:
+        """Of ``write_count``, the writes that may have made a trigger event."""
+        with self._wakes_lock:
+            return self._writes - self._trigger_writes
 
     def _retrying(self, fn: Callable[[], T]) -> T:
         """``_retry_conflicts(fn)``, or ``fn()`` once inside an open transaction.

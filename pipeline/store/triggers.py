@@ -53,7 +53,7 @@ class TriggerQueries:
         except duckdb.ConstraintException:
             raise TriggerError("name", f"a trigger named {spec.name!r} exists; choose "
                                "another name or edit that one") from None
-        self.note_write()  # type: ignore[attr-defined]
+        self.note_write(triggers_only=True)  # type: ignore[attr-defined]
         return trigger_id
 
     def update_trigger(self, trigger_id: int, spec: TriggerSpec, *, now: datetime) -> bool:
@@ -66,7 +66,7 @@ class TriggerQueries:
                 [*_values(spec), now, int(trigger_id)]).fetchall()
         except duckdb.ConstraintException:
             raise TriggerError("name", f"a trigger named {spec.name!r} exists") from None
-        self.note_write()  # type: ignore[attr-defined]
+        self.note_write(triggers_only=True)  # type: ignore[attr-defined]
         return bool(rows)
 
     def set_trigger_enabled(self, trigger_id: int, enabled: bool, *, now: datetime) -> bool:
@@ -75,7 +75,7 @@ class TriggerQueries:
             "UPDATE triggers SET enabled = ?, revision = nextval('trigger_revision_seq'), "
             "updated_utc = ? WHERE id = ? RETURNING id",
             [bool(enabled), now, int(trigger_id)]).fetchall()
-        self.note_write()  # type: ignore[attr-defined]
+        self.note_write(triggers_only=True)  # type: ignore[attr-defined]
         return bool(rows)
 
     def delete_trigger(self, trigger_id: int) -> bool:

@@ -75,6 +75,7 @@ class TriggerService:
         self._started_sync = False  # whether the first read (at start) is done
         self._writes_seen: int | None = None  # the store's write count at the last check
         self._checked: datetime | None = None  # the tick time of the last check
+        self._event_writes_seen: int | None = None  # the store's event write count then
         self._fingerprint: dict[str, tuple] = {}  # event_fingerprint at the last check
         self._pending_kinds: set[str] = set()  # event kinds to look at whatever changed
         self._lock = threading.Lock()  # one tick at a time (APScheduler's and a test's)
@@ -118,15 +119,20 @@ class TriggerService:
             try:
                 # read the count before the queries: a write committed during them counts
                 # after them, so the next tick looks again
-                writes = self.store.write_count()
-                check = (writes != self._writes_seen or bool(self._pending_kinds)
-                         or self._checked is None
-                         or not self._checked <= now < self._checked + self.poll_every)
+                writes, event_writes = self.store.write_count(), self.store.event_write_count()
+                polled = (self._checked is None
+                          or not self._checked <= now < self._checked + self.poll_every)
+                check = writes != self._writes_seen or bool(self._pending_kinds) or polled
                 if check:
                     self._writes_seen, self._checked = writes, now
-                    self._sync(now)
+                    self._sync(now)  # an event trigger new or edited there adds its kind
                 started = self._due_cron(now)
-                return started + (self._due_events(now) if check else 0)
+                # a trigger edit alone (the page's, or a firing's own bookkeeping) made no
+                # event: the event tables are looked at only for other writes or a poll
+                if polled or event_writes != self._event_writes_seen or self._pending_kinds:
+                    self._event_writes_seen = event_writes
+                    started += self._due_events(now)
+                return started
             finally:
                 self.ticks += 1
 
