@@ -67,12 +67,14 @@ run: install
 CRASH_LOG := .pytest-crash.log
 # The suite runs one pytest worker per core (at most 4), each taking whole test files
 # (their module fixtures are built once); TEST_WORKERS=0 runs it in this one process.
+# Files go out in collection order (not xdist's most-tests-first), which puts the few
+# that take minutes first (tests/conftest.py SLOW_FILES_FIRST) instead of last.
 TEST_WORKERS ?= $(shell n=$$(nproc); [ $$n -gt 4 ] && n=4; echo $$n)
 
 test: install-test
 	@rm -f $(CRASH_LOG) $(CRASH_LOG).*
 	@CONTIMG_CRASH_LOG=$(CRASH_LOG) $(PY) -m pytest -q --durations=15 \
-	  -n $(TEST_WORKERS) --dist loadfile || { status=$$?; \
+	  -n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder || { status=$$?; \
 	  for log in $$(grep -l "^Fatal Python error" $(CRASH_LOG) $(CRASH_LOG).* 2>/dev/null); do \
 	    echo "--- pytest died in C code; from $$log:"; \
 	    sed -n '1,3p;/^Current thread/,/^$$/p' $$log | head -c 5000; \
