@@ -228,9 +228,13 @@ def toggle_active(page, css_class: str) -> bool | None:
 
 
 def contimg(*args: str, env: dict | None = None, **kw) -> subprocess.CompletedProcess:
-    """Run the installed console script's module the way a user would."""
+    """Run the installed console script's module the way a user would.
+
+    The timeout only stops a hang: a 30-minute simulation took over 120 s beside the
+    science run on a busy fresh 2-core clone.
+    """
     return subprocess.run([sys.executable, "-m", "app.cli", *args], capture_output=True,
-                          text=True, env={**os.environ, **(env or {})}, timeout=120, **kw)
+                          text=True, env={**os.environ, **(env or {})}, timeout=900, **kw)
 
 
 class ServedHome:

@@ -19,6 +19,7 @@ from conftest import (
     sign_in,
     wait_until,
 )
+from playwright.sync_api import TimeoutError as PlaywrightTimeoutError
 from playwright.sync_api import expect
 
 from pipeline.calibration.registry import CalibrationConfig, validity_window
@@ -254,22 +255,32 @@ def test_a_pan_and_zoom_hold_while_jobs_run(busy, page):
     page.goto(url + "/calibration")
     bars_data(page)
     auto = page.evaluate(X_RANGE_JS)
+    queries = counter.count
     runner.start()
-    wait_until(lambda: state.running and state.running[0]["progress"] >= 0.03,
-               what="30 progress steps")  # the job's start (a store change) is behind us
+    # the job's start is a store change: the page's refresh for it is behind us
+    wait_until(lambda: counter.count > queries and state.running
+               and state.running[0]["progress"] >= 0.03, what="the job's start refresh")
 
     # The operator drags the timeline 300 px to the left (xpan, the active drag tool)...
-    x, y = page.evaluate("""() => { const v = Bokeh.index.find_one(
-        window.Bokeh.documents[0].get_model_by_name('caltable-timeline'));
-        const b = v.canvas_view.el.getBoundingClientRect();
-        return [b.left + b.width / 2, b.top + b.height / 2]; }""")
-    page.mouse.move(x, y)
-    page.mouse.down()
-    for k in range(1, 11):
-        page.mouse.move(x - 30 * k, y)
-    page.mouse.up()
-    page.wait_for_function(f"(a) => {{ const r = ({X_RANGE_JS})(); "
-                           "return r[0] > a[0] + 0.1 * (a[1] - a[0]); }", arg=auto)
+    moved = (f"(a) => {{ const r = ({X_RANGE_JS})(); "
+             "return r[0] > a[0] + 0.1 * (a[1] - a[0]); }")
+    for attempt in range(3):
+        # where the plot is now: a refresh reaching a loaded browser late can move it
+        x, y = page.evaluate("""() => { const v = Bokeh.index.find_one(
+            window.Bokeh.documents[0].get_model_by_name('caltable-timeline'));
+            const b = v.canvas_view.el.getBoundingClientRect();
+            return [b.left + b.width / 2, b.top + b.height / 2]; }""")
+        page.mouse.move(x, y)
+        page.mouse.down()
+        for k in range(1, 11):
+            page.mouse.move(x - 30 * k, y)
+        page.mouse.up()
+        try:
+            page.wait_for_function(moved, arg=auto, timeout=10_000)
+            break
+        except PlaywrightTimeoutError:
+            if attempt == 2:
+                raise
     # then turns on the wheel zoom in the plot's toolbar and zooms in
     page.locator(".bk-tool-icon-wheel-zoom").first.click()
     page.mouse.move(x, y)

@@ -52,7 +52,7 @@ def casa(tmp_path_factory) -> dict:
     child = subprocess.run(
         [sys.executable, str(CHILD), str(ms), str(result.b_table), str(result.g_table),
          str(root / "casa")],
-        capture_output=True, text=True, timeout=180, cwd=root)
+        capture_output=True, text=True, timeout=600, cwd=root)
     assert child.returncode == 0, f"CASA child failed:\n{child.stderr[-4000:]}"
     lines = child.stdout.splitlines()
     assert len(lines) == 1, f"the child's stdout is not one JSON line:\n{child.stdout[-2000:]}"
